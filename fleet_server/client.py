@@ -1,0 +1,96 @@
+"""Operator HTTP client for the fleet server's REST API (used by the CLI and the demo)."""
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from fleet_server.errors import FleetServerError
+
+FINAL_DEVICE_STATES = frozenset({"succeeded", "failed", "rolled_back", "rejected"})
+
+
+class FleetClientError(FleetServerError):
+    """The server refused a request or could not be reached."""
+
+    def __init__(self, message: str, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+class FleetClient:
+    def __init__(self, base_url: str, token: str, timeout: float = 30.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(
+            base_url=self.base_url, headers={"Authorization": f"Bearer {token}"}, timeout=timeout
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> "FleetClient":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self._http.request(method, f"/api/v1{path}", **kwargs)
+        except httpx.HTTPError as exc:
+            raise FleetClientError(f"cannot reach the fleet server at {self.base_url}: {exc}") from exc
+        if response.status_code >= 400:
+            try:
+                detail = response.json().get("detail", response.text)
+            except ValueError:
+                detail = response.text
+            raise FleetClientError(f"{method} {path} -> {response.status_code}: {detail}", response.status_code)
+        return response.json() if response.content else None
+
+    def health(self) -> dict[str, Any]:
+        return self._request("GET", "/health")
+
+    def upload_model(
+        self, path: Path, name: str, metadata: dict[str, Any] | None = None, precision: str = "fp32"
+    ) -> dict[str, Any]:
+        with open(path, "rb") as handle:
+            return self._request(
+                "POST",
+                "/models",
+                files={"file": (Path(path).name, handle, "application/octet-stream")},
+                data={"name": name, "metadata": json.dumps(metadata or {}), "precision": precision},
+            )
+
+    def create_release(self, model: str, version: int) -> dict[str, Any]:
+        return self._request("POST", "/releases", json={"model": model, "version": version})
+
+    def deploy(
+        self, model: str, version: int, device_ids: list[str] | None = None, tags: list[str] | None = None
+    ) -> dict[str, Any]:
+        body = {"release": {"name": model, "version": version}, "device_ids": device_ids or [], "tags": tags or []}
+        return self._request("POST", "/deployments", json=body)
+
+    def deployment(self, deployment_id: int) -> dict[str, Any]:
+        return self._request("GET", f"/deployments/{deployment_id}")
+
+    def devices(self) -> list[dict[str, Any]]:
+        return self._request("GET", "/devices")
+
+    def device(self, device_id: str) -> dict[str, Any]:
+        return self._request("GET", f"/devices/{device_id}")
+
+    def wait_for_deployment(
+        self, deployment_id: int, timeout: float = 120.0, interval: float = 0.5
+    ) -> dict[str, Any]:
+        """Poll until every device of the deployment reached a final state."""
+        deadline = time.monotonic() + timeout
+        while True:
+            deployment = self.deployment(deployment_id)
+            states = [target["state"] for target in deployment["targets"]]
+            if all(state in FINAL_DEVICE_STATES for state in states):
+                return deployment
+            if time.monotonic() > deadline:
+                raise FleetClientError(f"deployment {deployment_id} not finished after {timeout:.0f}s: {states}")
+            time.sleep(interval)

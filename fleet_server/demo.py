@@ -1,0 +1,146 @@
+"""``edgefleet demo``: watch a model travel from the server to three devices.
+
+Starts the server on embedded defaults, three agents as separate processes,
+trains a small digits classifier, uploads, signs and deploys it, waits until
+every device reports ``succeeded``, then asks each device's local KServe v2
+endpoint for predictions and stops everything.
+"""
+
+import secrets
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fleet_server.client import FINAL_DEVICE_STATES, FleetClient
+from fleet_server.errors import FleetServerError
+from fleet_server.localfleet import LocalAgent, LocalServer, free_port
+
+MODEL_NAME = "digits"
+DEVICE_TAG = "demo"
+
+
+class DemoError(FleetServerError):
+    """The demo could not complete a step."""
+
+
+def build_digits_model(directory: Path) -> tuple[Path, np.ndarray, np.ndarray, dict[str, Any]]:
+    """Train an MLP on scikit-learn's bundled digits and export it to ONNX."""
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+    from sklearn.neural_network import MLPClassifier
+
+    digits = load_digits()
+    features = (digits.data / 16.0).astype(np.float32)
+    x_train, x_test, y_train, y_test = train_test_split(features, digits.target, test_size=0.2, random_state=0)
+    classifier = MLPClassifier(hidden_layer_sizes=(32,), max_iter=300, random_state=0).fit(x_train, y_train)
+    onnx_model = convert_sklearn(
+        classifier,
+        initial_types=[("input", FloatTensorType([None, features.shape[1]]))],
+        options={id(classifier): {"zipmap": False}},
+        target_opset=17,
+    )
+    path = directory / "digits_mlp.onnx"
+    path.write_bytes(onnx_model.SerializeToString())
+    lineage = {
+        "description": "MLP (32 hidden) on scikit-learn digits, features scaled to [0, 1]",
+        "lineage": {
+            "training_data_uri": "sklearn.datasets.load_digits",
+            "training_code_ref": "fleet_server/demo.py:build_digits_model",
+            "metrics": {"test_accuracy": round(float(classifier.score(x_test, y_test)), 4)},
+        },
+    }
+    return path, x_test, y_test, lineage
+
+
+def run_demo(devices: int = 3, workdir: Path | None = None, keep: bool = False,
+             say: Callable[[str], None] = print) -> int:
+    root = Path(tempfile.mkdtemp(prefix="edgefleet-demo-")) if workdir is None else workdir
+    root.mkdir(parents=True, exist_ok=True)
+    step = 0
+
+    def announce(text: str) -> None:
+        nonlocal step
+        step += 1
+        say(f"[{step}] {text}")
+
+    with ExitStack() as stack:
+        if not keep:
+            stack.callback(shutil.rmtree, root, ignore_errors=True)
+        announce(f"training a digits classifier and exporting it to ONNX (work dir {root})")
+        model_path, x_test, y_test, metadata = build_digits_model(root)
+        say(f"    {model_path.name}: {model_path.stat().st_size} bytes, "
+            f"test accuracy {metadata['lineage']['metrics']['test_accuracy']:.3f}")
+
+        announce("starting the fleet server with its embedded MQTT broker")
+        server = LocalServer(
+            root / "server", bootstrap_token=secrets.token_urlsafe(16), admin_token=secrets.token_urlsafe(24),
+            extra_env={"EDGEFLEET_EMBEDDED_MQTT_PORT": str(free_port())},
+        )
+        stack.callback(server.stop)
+        server.start()
+        say(f"    server at {server.url}, logs in {server.data_dir / 'server.log'}")
+
+        agents = [LocalAgent(f"demo-device-{index}", root / f"device-{index}") for index in range(1, devices + 1)]
+        announce(f"enrolling and starting {devices} device agents as separate processes")
+        for agent in agents:
+            agent.enroll(server.url, server.bootstrap_token, tags=(DEVICE_TAG,))
+            stack.callback(agent.stop)
+            agent.start()
+        for agent in agents:
+            agent.wait_serving()
+            say(f"    {agent.device_id}: KServe v2 endpoint at {agent.inference_url}")
+
+        client = stack.enter_context(FleetClient(server.url, server.admin_token))
+        announce("uploading the model with its lineage")
+        version = client.upload_model(model_path, MODEL_NAME, metadata)
+        say(f"    {MODEL_NAME} v{version['version']} sha256 {version['sha256'][:16]}...")
+
+        announce("signing the release with the release key")
+        release = client.create_release(MODEL_NAME, version["version"])
+        say(f"    release {MODEL_NAME} v{release['version']} sha256 {release['sha256'][:16]}...")
+
+        announce(f"deploying to every device tagged {DEVICE_TAG!r}")
+        deployment = client.deploy(MODEL_NAME, version["version"], tags=[DEVICE_TAG])
+        final = _follow_deployment(client, deployment["id"], say)
+        failed = [t for t in final["targets"] if t["state"] != "succeeded"]
+        if failed:
+            raise DemoError(f"devices did not succeed: {[(t['device_id'], t['state'], t['reason']) for t in failed]}")
+
+        announce("asking each device for predictions on held-out digits")
+        rows = x_test[:8]
+        for agent in agents:
+            answer = agent.infer(MODEL_NAME, rows.tolist())
+            labels = next(o["data"] for o in answer["outputs"] if o["name"] == "label")
+            correct = sum(int(p == t) for p, t in zip(labels, y_test[:8], strict=True))
+            say(f"    {agent.device_id}: predicted {labels} truth {y_test[:8].tolist()} ({correct}/8 correct)")
+
+        announce("stopping agents and server")
+    say("demo finished: the model travelled from the server to every device and answered requests")
+    return 0
+
+
+def _follow_deployment(client: FleetClient, deployment_id: int, say: Callable[[str], None],
+                       timeout: float = 180.0) -> dict[str, Any]:
+    """Print each device's state changes as they happen until all are final."""
+    seen: dict[str, str] = {}
+    deadline = time.monotonic() + timeout
+    while True:
+        deployment = client.deployment(deployment_id)
+        for target in deployment["targets"]:
+            if seen.get(target["device_id"]) != target["state"]:
+                seen[target["device_id"]] = target["state"]
+                reason = f" ({target['reason']})" if target.get("reason") else ""
+                say(f"    {target['device_id']}: {target['state']}{reason}")
+        if all(target["state"] in FINAL_DEVICE_STATES for target in deployment["targets"]):
+            return deployment
+        if time.monotonic() > deadline:
+            raise DemoError(f"deployment {deployment_id} did not finish within {timeout:.0f}s: {seen}")
+        time.sleep(0.3)
