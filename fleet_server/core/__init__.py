@@ -1,0 +1,1 @@
+"""Server plumbing: settings, database engine, security helpers."""

@@ -1,0 +1,65 @@
+"""Server settings from ``EDGEFLEET_*`` environment variables (pydantic-settings).
+
+Paths default to locations inside ``data_dir`` so that setting only
+``EDGEFLEET_DATA_DIR`` gives a complete, self-contained installation.
+"""
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="EDGEFLEET_", extra="ignore")
+
+    data_dir: Path = Path("./edgefleet-data")
+    database_url: str = ""  # empty: SQLite file data_dir/edgefleet.db
+    mqtt_url: str = ""  # empty: embedded amqtt broker in-process
+    mqtt_shared_subscription: bool = True  # $share/edgefleet/... on an external broker
+    device_mqtt_url: str = ""  # broker URL handed to devices when it differs from mqtt_url
+    embedded_mqtt_host: str = "127.0.0.1"
+    embedded_mqtt_port: int = Field(default=1883, ge=0, le=65535)  # 0: pick a free port
+    key_dir: Path | None = None  # default data_dir/keys
+    artifact_dir: Path | None = None  # default data_dir/artifacts
+    public_base_url: str = ""
+    artifact_base_url: str | None = None  # returned at enrollment when set
+    bootstrap_token: str = ""  # empty: generated into data_dir/bootstrap_token
+    admin_token: str = ""  # empty: generated into data_dir/admin_token
+    max_upload_bytes: int = Field(default=512 * MIB, gt=0)
+    directive_ttl_s: int = Field(default=7 * 24 * 3600, gt=0)
+    release_ttl_days: int = Field(default=365, gt=0)
+    publish_timeout_s: float = Field(default=10.0, gt=0)
+
+    @field_validator("public_base_url", "mqtt_url", "device_mqtt_url")
+    @classmethod
+    def _strip_trailing_slash(cls, value: str) -> str:
+        return value.strip().rstrip("/")
+
+    @field_validator("artifact_base_url")
+    @classmethod
+    def _empty_is_none(cls, value: str | None) -> str | None:
+        value = (value or "").strip().rstrip("/")
+        return value or None
+
+    @property
+    def resolved_data_dir(self) -> Path:
+        return self.data_dir.expanduser().resolve()
+
+    @property
+    def resolved_key_dir(self) -> Path:
+        return (self.key_dir or self.resolved_data_dir / "keys").expanduser().resolve()
+
+    @property
+    def resolved_artifact_dir(self) -> Path:
+        return (self.artifact_dir or self.resolved_data_dir / "artifacts").expanduser().resolve()
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.resolved_data_dir / 'edgefleet.db'}"
+
+    @property
+    def uses_embedded_broker(self) -> bool:
+        return not self.mqtt_url

@@ -1,0 +1,1 @@
+"""Alembic migrations of the fleet server's schema (run by ``core.schema.upgrade_schema``)."""
