@@ -1,4 +1,8 @@
-"""The fleet server's errors. Every one is an ``EdgeFleetError``, so the CLI reports it in one line."""
+"""The fleet server's errors. Every one is an ``EdgeFleetError``, so the CLI reports it in one line.
+
+Each may carry a ``hint``: what the operator can do about it (the CLI prints it below the error).
+Subclasses set a default ``hint``; a raise site can pass a more specific one.
+"""
 
 from agent.protocol.errors import EdgeFleetError
 
@@ -6,10 +10,116 @@ from agent.protocol.errors import EdgeFleetError
 class FleetServerError(EdgeFleetError):
     """Base class of the fleet server's errors."""
 
+    hint: str = ""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        if hint is not None:
+            self.hint = hint
+
 
 class KeyringError(FleetServerError):
     """A keyring directory cannot be written, read or does not hold a consistent key set."""
 
+    hint = "check the path and its permissions; a keyring is created with 'edgefleet keys init DIR'"
+
 
 class KeyringExistsError(KeyringError):
     """``keys init`` was pointed at a directory that already holds files."""
+
+    hint = "choose a new or empty directory: existing keys are never overwritten"
+
+
+# -- API and service errors (mapped to HTTP statuses in fleet_server/api/errors.py) --
+
+
+class NotFoundError(FleetServerError):
+    """A requested resource does not exist (404)."""
+
+
+class ModelNotFoundError(NotFoundError):
+    """No model of that name is registered."""
+
+
+class ModelVersionNotFoundError(NotFoundError):
+    """The model has no such version."""
+
+
+class ReleaseNotFoundError(NotFoundError):
+    """No signed release of that name and version."""
+
+
+class DeviceNotFoundError(NotFoundError):
+    """No enrolled device has that id."""
+
+
+class DeploymentNotFoundError(NotFoundError):
+    """No deployment has that id."""
+
+
+class ArtifactNotFoundError(NotFoundError):
+    """No stored artifact has that sha256."""
+
+
+class ConflictError(FleetServerError):
+    """The request conflicts with the current state (409)."""
+
+
+class ReleaseExistsError(ConflictError):
+    """That model version is already released."""
+
+
+class ReleaseKeyOfflineError(ConflictError):
+    """The release key is kept offline, so the server cannot sign releases."""
+
+
+class VersionAllocationError(ConflictError):
+    """Concurrent uploads kept taking the next version number."""
+
+
+class InvalidRequestError(FleetServerError):
+    """The request is well-formed HTTP but its content is unacceptable (422)."""
+
+
+class InvalidUploadError(InvalidRequestError):
+    """A model upload form is malformed or misses fields."""
+
+
+class InvalidModelFileError(InvalidRequestError):
+    """The uploaded file is not a loadable ONNX or TFLite model."""
+
+
+class NoTargetsError(InvalidRequestError):
+    """A deployment selects no device."""
+
+
+class UploadTooLargeError(FleetServerError):
+    """The upload exceeds the size cap (413)."""
+
+
+class RangeNotSatisfiableError(FleetServerError):
+    """A Range header asks for bytes outside the artifact (416)."""
+
+    def __init__(self, message: str, size: int) -> None:
+        super().__init__(message)
+        self.size = size
+
+
+class AuthenticationError(FleetServerError):
+    """Missing or unknown credentials (401)."""
+
+
+class PermissionDeniedError(FleetServerError):
+    """Valid credentials that may not do this (403)."""
+
+
+class MqttError(FleetServerError):
+    """The MQTT side of the server cannot be set up."""
+
+
+class BrokerUrlError(MqttError):
+    """The configured MQTT URL cannot be used."""
+
+
+class EmbeddedBrokerError(MqttError):
+    """The embedded amqtt broker failed to start."""
