@@ -1,0 +1,104 @@
+"""The ``edgefleet`` operator CLI. Sub-commands register on ``app``; errors print as one line."""
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from agent.protocol.errors import EdgeFleetError
+from agent.protocol.fields import format_time
+from agent.protocol.keys import key_id
+from agent.protocol.metadata import Role
+from fleet_server.keyring import Keyring, init_keyring, load_keyring
+
+app = typer.Typer(no_args_is_help=True, help="EdgeFleet: signed ML model rollouts to edge devices.")
+keys_app = typer.Typer(no_args_is_help=True, help="Create and inspect the signing keys (root, release, rollout).")
+app.add_typer(keys_app, name="keys")
+
+DEFAULT_HINT = "run 'edgefleet --help' for usage"
+
+
+@app.callback()
+def configure(
+    log_level: Annotated[str, typer.Option(envvar="EDGEFLEET_LOG_LEVEL", help="debug, info, warning or error")]
+    = "info",
+) -> None:
+    level = logging.getLevelNamesMapping().get(log_level.upper())
+    if level is None:
+        raise typer.BadParameter(f"unknown log level {log_level!r}", param_hint="--log-level")
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _describe(keyring: Keyring) -> dict[str, Any]:
+    here = {key_id(key) for key in keyring.root_keys} | {key_id(keyring.rollout_key)}
+    if keyring.release_key is not None:
+        here.add(key_id(keyring.release_key))
+    root = keyring.root
+    return {
+        "directory": str(keyring.directory),
+        "version": root.version,
+        "expires": format_time(root.expires),
+        "roles": {
+            role.value: {
+                "threshold": spec.threshold,
+                "keys": [{"keyid": keyid, "private_key_here": keyid in here} for keyid in spec.keyids],
+            }
+            for role, spec in root.roles.items()
+        },
+    }
+
+
+def _print_table(description: dict[str, Any]) -> None:
+    typer.echo(f"keyring  {description['directory']}")
+    typer.echo(f"root     version {description['version']}, expires {description['expires']}")
+    typer.echo(f"{'role':<8} {'threshold':<10} {'key id':<64}  private key here")
+    for role in Role:
+        spec = description["roles"][role.value]
+        for index, key in enumerate(spec["keys"]):
+            label, threshold = (role.value, f"{spec['threshold']} of {len(spec['keys'])}") if index == 0 else ("", "")
+            typer.echo(f"{label:<8} {threshold:<10} {key['keyid']:<64}  {'yes' if key['private_key_here'] else 'no'}")
+
+
+@keys_app.command("init")
+def keys_init(
+    directory: Annotated[Path, typer.Argument(help="New (or empty) directory for the keys and root.json")],
+    root_keys: Annotated[int, typer.Option(help="Number of root keys")] = 1,
+    threshold: Annotated[int, typer.Option(help="Root keys needed to sign a new root")] = 1,
+    expires_days: Annotated[int, typer.Option(help="Days until root.json expires")] = 365,
+) -> None:
+    """Generate root, release and rollout keys and a signed root.json (version 1)."""
+    keyring = init_keyring(directory, root_keys=root_keys, threshold=threshold, expires_days=expires_days)
+    _print_table(_describe(keyring))
+    typer.echo(
+        "Devices trust root.json. Keep root-*.pem offline (and release.pem if releases are signed elsewhere); "
+        "the server needs root.json and rollout.pem."
+    )
+
+
+@keys_app.command("show")
+def keys_show(
+    directory: Annotated[Path, typer.Argument(help="Keyring directory")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table")] = False,
+) -> None:
+    """Print the roles, key ids and thresholds of a keyring, and which private keys it holds."""
+    description = _describe(load_keyring(directory))
+    if as_json:
+        typer.echo(json.dumps(description, indent=2))
+    else:
+        _print_table(description)
+
+
+def main() -> None:
+    """Console entry point: EdgeFleet errors become ``error: ...`` and a hint, exit code 1."""
+    try:
+        app(prog_name="edgefleet")
+    except EdgeFleetError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"hint: {getattr(exc, 'hint', '') or DEFAULT_HINT}", err=True)
+        raise SystemExit(1) from None
+
+
+if __name__ == "__main__":
+    main()
