@@ -7,6 +7,7 @@ the size cap are rejected with a ``MalformedDocumentError`` subclass.
 
 import hashlib
 import json
+import math
 from typing import Any
 
 from agent.protocol.errors import DocumentTooLargeError, DuplicateKeyError, MalformedDocumentError
@@ -21,9 +22,9 @@ def canonical_bytes(document: Any) -> bytes:
         text = json.dumps(
             document, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
         )
-    except (TypeError, ValueError) as exc:
+        return text.encode("utf-8")
+    except (TypeError, ValueError) as exc:  # UnicodeEncodeError (lone surrogates) is a ValueError
         raise MalformedDocumentError(f"cannot encode as canonical JSON: {exc}") from exc
-    return text.encode("utf-8")
 
 
 def canonical_sha256(document: Any) -> str:
@@ -44,15 +45,33 @@ def _reject_constant(name: str) -> Any:
     raise MalformedDocumentError(f"non-finite number {name} is not allowed")
 
 
-def _check_depth(value: Any, depth: int = 0) -> None:
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400 overflows to inf without going through parse_constant
+        raise MalformedDocumentError(f"non-finite number {text} is not allowed")
+    return value
+
+
+def _check_text(text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise MalformedDocumentError("string holds a lone surrogate escape, which is not text") from None
+
+
+def _check_structure(value: Any, depth: int = 0) -> None:
+    """Depth cap, and every string (keys too) must be encodable so canonical_bytes cannot fail."""
     if depth > MAX_DEPTH:
         raise MalformedDocumentError(f"document nested deeper than {MAX_DEPTH} levels")
-    if isinstance(value, dict):
-        for item in value.values():
-            _check_depth(item, depth + 1)
+    if isinstance(value, str):
+        _check_text(value)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_text(key)
+            _check_structure(item, depth + 1)
     elif isinstance(value, list):
         for item in value:
-            _check_depth(item, depth + 1)
+            _check_structure(item, depth + 1)
 
 
 def parse_json(data: bytes | str, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
@@ -69,11 +88,12 @@ def parse_json(data: bytes | str, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
         raise MalformedDocumentError(f"not UTF-8: {exc}") from exc
     try:
         value = json.loads(
-            text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant
+            text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant,
+            parse_float=_finite_float,
         )
     except RecursionError as exc:
         raise MalformedDocumentError("document nested too deeply") from exc
-    except json.JSONDecodeError as exc:
+    except ValueError as exc:  # JSONDecodeError, and integers over the int-to-str digit limit
         raise MalformedDocumentError(f"invalid JSON: {exc}") from exc
-    _check_depth(value)
+    _check_structure(value)
     return value

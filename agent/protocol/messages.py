@@ -153,7 +153,8 @@ class PresenceMessage:
             online=online,
             agent_version=f.optional_string(obj, "agent_version", what),
             uptime_s=uptime,
-            models=tuple(InstalledModel.from_dict(m) for m in f.object_list(obj, "models", what, 64)) if "models" in obj else (),
+            models=tuple(InstalledModel.from_dict(m) for m in f.object_list(obj, "models", what, 64))
+            if "models" in obj else (),
             deployment_state=state,
             timestamp=_timestamp(obj, what),
         )

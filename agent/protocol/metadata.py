@@ -232,7 +232,8 @@ class Release:
         f.only_keys(obj, {"_type", "spec_version", "name", "version", "variants", "inputs", "outputs",
                           "created", "expires", "reference_profile_sha256"}, what)
         _check_type(obj, "release", what)
-        variants = tuple(ArtifactVariant.from_dict(v, "release.variants[]") for v in f.object_list(obj, "variants", what, 64))
+        variants = tuple(ArtifactVariant.from_dict(v, "release.variants[]")
+                         for v in f.object_list(obj, "variants", what, 64))
         if not variants:
             raise MalformedDocumentError("release.variants must not be empty")
         if len({v.name for v in variants}) != len(variants):
@@ -295,7 +296,8 @@ class Directive:
     def from_dict(cls, obj: Any) -> "Directive":
         what = "directive"
         obj = f.mapping(obj, what)
-        f.only_keys(obj, {"_type", "spec_version", "device_id", "sequence", "action", "release", "issued", "expires"}, what)
+        f.only_keys(obj, {"_type", "spec_version", "device_id", "sequence", "action", "release", "issued",
+                          "expires"}, what)
         _check_type(obj, "directive", what)
         return cls(
             device_id=validate_device_id(f.get(obj, "device_id", what)),
