@@ -6,6 +6,7 @@ wrong types, missing or unknown fields and out-of-range values.
 """
 
 import enum
+import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -112,7 +113,11 @@ class Root:
             f.only_keys(entry, {"keytype", "public"}, "root.keys[]")
             if entry.get("keytype") != "ed25519":
                 raise MalformedDocumentError("root.keys[].keytype must be 'ed25519'")
-            keys[keyid] = f.string(entry, "public", "root.keys[]", PUBLIC_KEY_HEX)
+            public = f.string(entry, "public", "root.keys[]", PUBLIC_KEY_HEX)
+            if hashlib.sha256(bytes.fromhex(public)).hexdigest() != keyid:
+                # One key under two ids would count twice towards a threshold.
+                raise MalformedDocumentError(f"root.keys: key id {keyid[:16]}... is not the sha256 of its key")
+            keys[keyid] = public
         raw_roles = f.mapping(f.get(obj, "roles", what), "root.roles")
         if set(raw_roles) != {role.value for role in Role}:
             raise MalformedDocumentError(f"root.roles must define exactly {[r.value for r in Role]}")
