@@ -1,0 +1,18 @@
+"""Liveness for process supervisors and tests (no authentication)."""
+
+from fastapi import APIRouter
+from pydantic import BaseModel
+
+from fleet_server.api.deps import RuntimeDep
+
+router = APIRouter(tags=["health"])
+
+
+class Health(BaseModel):
+    status: str
+    mqtt_connected: bool
+
+
+@router.get("/health", response_model=Health)
+def health(runtime: RuntimeDep) -> Health:
+    return Health(status="ok", mqtt_connected=runtime.bridge.connected)

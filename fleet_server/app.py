@@ -1,0 +1,49 @@
+"""The FastAPI application: ``create_app(settings)`` wires the routers, the
+error handlers and a lifespan that starts and stops the server runtime."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+from fastapi.concurrency import run_in_threadpool
+
+from agent import __version__
+from fleet_server.api.errors import install_error_handlers
+from fleet_server.api.routes import artifacts, deployments, devices, health, models, releases
+from fleet_server.core.config import Settings
+from fleet_server.runtime import start_runtime
+
+API_PREFIX = "/api/v1"
+
+
+def api_router() -> APIRouter:
+    router = APIRouter(prefix=API_PREFIX)
+    for module in (health, models, releases, artifacts, devices, deployments):
+        router.include_router(module.router)
+    return router
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime = await run_in_threadpool(start_runtime, settings)
+        app.state.runtime = runtime
+        try:
+            yield
+        finally:
+            await run_in_threadpool(runtime.stop)
+
+    app = FastAPI(
+        title="EdgeFleet fleet server",
+        version=__version__,
+        description="Model registry, signed releases, device enrollment and MQTT deployments.",
+        lifespan=lifespan,
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        docs_url=f"{API_PREFIX}/docs",
+        redoc_url=None,
+    )
+    install_error_handlers(app)
+    app.include_router(api_router())
+    return app

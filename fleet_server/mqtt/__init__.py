@@ -1,0 +1,1 @@
+"""MQTT: the bridge to devices (paho-mqtt) and the optional embedded broker (amqtt)."""

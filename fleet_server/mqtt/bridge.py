@@ -1,0 +1,183 @@
+"""The server's MQTT client: consumes device ``status``/``presence``/``telemetry``
+and publishes directives.
+
+paho-mqtt 2 (callback API v2) runs its own network thread (``loop_start``)
+and reconnects with exponential backoff by itself. Each QoS 1 message is
+validated with ``agent.protocol.messages`` and committed to the database in
+the callback, so it is acknowledged only after its row is stored. Malformed
+messages, messages whose device id differs from the topic's and messages from
+unknown devices are counted and dropped with a log line; nothing a device
+sends can stop the consumer.
+"""
+
+import logging
+import secrets
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
+from sqlmodel import Session
+
+from agent.protocol import ProtocolError, TopicKind, parse_topic, subscription
+from agent.protocol.messages import PresenceMessage, StatusMessage
+from fleet_server.mqtt.broker_url import BrokerAddress
+from fleet_server.services import ingest
+from fleet_server.services.ingest import IngestOutcome
+
+logger = logging.getLogger(__name__)
+
+KEEPALIVE_S = 30
+RECONNECT_MIN_DELAY_S = 1
+RECONNECT_MAX_DELAY_S = 30
+DB_RETRY_DELAYS_S = (0.2, 0.5, 1.0)
+CONSUMED_KINDS = (TopicKind.STATUS, TopicKind.PRESENCE, TopicKind.TELEMETRY)
+
+
+class MqttBridge:
+    def __init__(self, address: BrokerAddress, engine: Engine, shared_subscription: bool = True) -> None:
+        self.address = address
+        self.engine = engine
+        self.shared_subscription = shared_subscription
+        self.client_id = f"edgefleet-server-{secrets.token_hex(6)}"
+        self.stats: Counter[str] = Counter()
+        self._stats_lock = threading.Lock()
+        self._connected = threading.Event()
+        self._on_connected: list[Callable[[], None]] = []
+        self.client = self._make_client()
+
+    def _make_client(self) -> mqtt.Client:
+        client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=True,
+            protocol=mqtt.MQTTv311,
+        )
+        if self.address.username is not None:
+            client.username_pw_set(self.address.username, self.address.password)
+        if self.address.tls:
+            client.tls_set()
+        client.reconnect_delay_set(RECONNECT_MIN_DELAY_S, RECONNECT_MAX_DELAY_S)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        return client
+
+    # -- lifecycle -------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def add_connect_hook(self, hook: Callable[[], None]) -> None:
+        """Run ``hook`` in a worker thread after every (re)connect and subscription."""
+        self._on_connected.append(hook)
+
+    def start(self) -> None:
+        logger.info("server event=mqtt_connecting url=%s client_id=%s", self.address.url, self.client_id)
+        self.client.connect_async(self.address.host, self.address.port, keepalive=KEEPALIVE_S)
+        self.client.loop_start()
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self._connected.wait(timeout)
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+        self._connected.clear()
+        logger.info("server event=mqtt_stopped stats=%s", dict(self.stats))
+
+    def publish(self, topic: str, payload: bytes, retain: bool = True) -> mqtt.MQTTMessageInfo:
+        return self.client.publish(topic, payload, qos=1, retain=retain)
+
+    # -- paho callbacks (network thread) ---------------------------------------
+
+    def _on_connect(self, client: mqtt.Client, _userdata: Any, _flags: Any, reason_code: Any,
+                    _properties: Any) -> None:
+        if reason_code.is_failure:
+            logger.error("server event=mqtt_connect_refused url=%s reason=%s", self.address.url, reason_code)
+            return
+        topics = [(subscription(kind, shared=self.shared_subscription), 1) for kind in CONSUMED_KINDS]
+        client.subscribe(topics)
+        self._connected.set()
+        logger.info("server event=mqtt_connected url=%s subscriptions=%s", self.address.url,
+                    ",".join(topic for topic, _ in topics))
+        for hook in self._on_connected:
+            threading.Thread(target=self._run_hook, args=(hook,), name="edgefleet-mqtt-connect-hook",
+                             daemon=True).start()
+
+    @staticmethod
+    def _run_hook(hook: Callable[[], None]) -> None:
+        try:
+            hook()
+        except Exception:
+            logger.exception("server event=mqtt_connect_hook_failed hook=%s", getattr(hook, "__name__", hook))
+
+    def _on_disconnect(self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason_code: Any,
+                       _properties: Any) -> None:
+        was_connected = self._connected.is_set()
+        self._connected.clear()
+        if was_connected:
+            logger.warning("server event=mqtt_disconnected url=%s reason=%s", self.address.url, reason_code)
+
+    def _on_message(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
+        try:
+            outcome = self.handle_message(message.topic, message.payload)
+        except Exception:  # never let one message kill the consumer
+            logger.exception("server event=mqtt_message_failed topic=%s", message.topic)
+            outcome = "error"
+        self._count(outcome)
+
+    # -- message handling --------------------------------------------------------
+
+    def _count(self, key: str) -> None:
+        with self._stats_lock:
+            self.stats[key] += 1
+
+    def handle_message(self, topic: str, payload: bytes) -> str:
+        """Validate and record one device message; return what happened (the stats key)."""
+        self._count("received")
+        try:
+            device_id, kind = parse_topic(topic)
+        except ProtocolError as exc:
+            logger.warning("server event=mqtt_message_dropped reason=bad_topic topic=%r error=%s", topic[:200], exc)
+            return "malformed"
+        if kind is TopicKind.TELEMETRY:
+            logger.debug("server event=telemetry_ignored device=%s bytes=%d", device_id, len(payload))
+            return "telemetry_ignored"
+        if kind not in (TopicKind.STATUS, TopicKind.PRESENCE):
+            logger.warning("server event=mqtt_message_dropped reason=unexpected_kind device=%s kind=%s",
+                           device_id, kind)
+            return "malformed"
+        decoder = StatusMessage if kind is TopicKind.STATUS else PresenceMessage
+        try:
+            message = decoder.decode(payload)
+        except ProtocolError as exc:
+            logger.warning("server event=mqtt_message_dropped reason=malformed device=%s kind=%s error=%s",
+                           device_id, kind, exc)
+            return "malformed"
+        if message.device_id != device_id:
+            logger.warning("server event=mqtt_message_dropped reason=device_mismatch topic_device=%s "
+                           "message_device=%s kind=%s", device_id, message.device_id, kind)
+            return "device_mismatch"
+        outcome = self._record(message)
+        if outcome is IngestOutcome.UNKNOWN_DEVICE:
+            logger.warning("server event=mqtt_message_dropped reason=unknown_device device=%s kind=%s",
+                           device_id, kind)
+        return outcome.value
+
+    def _record(self, message: StatusMessage | PresenceMessage) -> IngestOutcome:
+        for attempt, delay in enumerate((*DB_RETRY_DELAYS_S, None), start=1):
+            try:
+                with Session(self.engine, expire_on_commit=False) as session:
+                    if isinstance(message, StatusMessage):
+                        return ingest.record_status(session, message)
+                    return ingest.record_presence(session, message)
+            except OperationalError as exc:
+                if delay is None:
+                    raise
+                logger.warning("server event=ingest_retry attempt=%d error=%s", attempt, exc.orig or exc)
+                time.sleep(delay)
+        raise AssertionError("unreachable")
