@@ -1,0 +1,156 @@
+"""``edgefleet-agent``: enroll, run, status.
+
+    edgefleet-agent [--config FILE] [--data-dir DIR] [--log-level LEVEL] enroll --server URL --token T
+                    [--device-id ID] [--tag TAG ...]
+    edgefleet-agent [--config FILE] [--data-dir DIR] run [--inference-port N] [--inference-host HOST]
+    edgefleet-agent [--config FILE] [--data-dir DIR] status
+
+Errors print one line to stderr with a hint. Exit codes: 0 ok, 1 runtime
+error (server unreachable, refused, broken state), 2 usage/config error
+(including "not enrolled yet").
+"""
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import agent
+from agent.config import AgentConfig, load_config
+from agent.enroll import enroll
+from agent.errors import ConfigError, EnrollmentError, NotEnrolledError, ServerUnreachableError
+from agent.facts import device_facts, sanitized_hostname
+from agent.protocol.errors import EdgeFleetError
+from agent.protocol.topics import validate_device_id
+from agent.status import status_report
+
+PROG = "edgefleet-agent"
+USAGE_ERROR = 2
+RUNTIME_ERROR = 1
+
+
+class CliError(Exception):
+    def __init__(self, message: str, hint: str, code: int) -> None:
+        super().__init__(message)
+        self.hint = hint
+        self.code = code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="EdgeFleet device agent")
+    parser.add_argument("--config", type=Path, help="TOML config file (default: $EDGEFLEET_AGENT_CONFIG)")
+    parser.add_argument("--data-dir", type=Path, help="data directory (enrollment, root, state, model slots)")
+    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {agent.__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    enroll = commands.add_parser("enroll", help="enroll this device with a fleet server")
+    enroll.add_argument("--server", help="fleet server URL, e.g. http://fleet.example:8000")
+    enroll.add_argument("--token", required=True, help="the server's bootstrap token")
+    enroll.add_argument("--device-id", help="device id (default: config device_id, else the sanitized hostname)")
+    enroll.add_argument("--tag", action="append", dest="tags", help="tag for deployments by tag (repeatable)")
+    enroll.add_argument("--timeout", type=float, default=30.0, help="HTTP timeout in seconds")
+
+    run = commands.add_parser("run", help="run the agent until SIGTERM/SIGINT")
+    run.add_argument("--inference-port", type=int, help="local inference port (0: pick a free one)")
+    run.add_argument("--inference-host", help="local inference address (default 127.0.0.1)")
+
+    commands.add_parser("status", help="print the deployment state and current model as JSON")
+    return parser
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+
+def _load(args: argparse.Namespace) -> AgentConfig:
+    overrides: dict[str, Any] = {"data_dir": args.data_dir, "log_level": args.log_level}
+    if args.command == "run":
+        overrides.update(inference_port=args.inference_port, inference_host=args.inference_host)
+    return load_config(args.config, overrides=overrides)
+
+
+def cmd_enroll(config: AgentConfig, args: argparse.Namespace) -> int:
+    server = args.server or config.server_url
+    if not server:
+        raise CliError("no server URL", "pass --server http://HOST:PORT or set server_url in the config", USAGE_ERROR)
+    if not server.startswith(("http://", "https://")):
+        raise CliError(f"server URL {server!r} is not an http(s) URL", "e.g. --server http://127.0.0.1:8000",
+                       USAGE_ERROR)
+    device_id = args.device_id or config.device_id or sanitized_hostname()
+    try:
+        validate_device_id(device_id)
+    except EdgeFleetError as exc:
+        raise CliError(str(exc), "pass --device-id with lowercase letters, digits and dashes", USAGE_ERROR) from None
+    facts = device_facts(device_id, config)
+    tags = tuple(args.tags or config.tags)
+    try:
+        enrollment = enroll(server, args.token, facts, tags, agent.__version__, Path(config.data_dir), args.timeout)
+    except ServerUnreachableError as exc:
+        raise CliError(str(exc), "check the --server URL and that the fleet server is running", RUNTIME_ERROR) from None
+    except EnrollmentError as exc:
+        raise CliError(str(exc), "check --token against the server's EDGEFLEET_BOOTSTRAP_TOKEN",
+                       RUNTIME_ERROR) from None
+    print(json.dumps({"device_id": enrollment.device_id, "server_url": enrollment.server_url,
+                      "mqtt_url": enrollment.mqtt_url, "data_dir": str(config.data_dir)}))
+    return 0
+
+
+def cmd_run(config: AgentConfig) -> int:
+    from agent.daemon import AgentDaemon
+
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: object) -> None:
+        logging.getLogger(__name__).info("event=signal signal=%s", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    AgentDaemon(config).run_until(stop)
+    return 0
+
+
+def cmd_status(config: AgentConfig) -> int:
+    print(json.dumps(status_report(Path(config.data_dir)), indent=2, sort_keys=True))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        try:
+            config = _load(args)
+        except ConfigError as exc:
+            raise CliError(str(exc), "fix the config file, EDGEFLEET_AGENT_* variable or flag named",
+                           USAGE_ERROR) from None
+        _configure_logging(config.log_level)
+        if args.command == "enroll":
+            return cmd_enroll(config, args)
+        if args.command == "run":
+            return cmd_run(config)
+        return cmd_status(config)
+    except CliError as exc:
+        return _fail(str(exc), exc.hint, exc.code)
+    except NotEnrolledError as exc:
+        return _fail(str(exc), f"run `{PROG} --data-dir DIR enroll --server URL --token T` first", USAGE_ERROR)
+    except ConfigError as exc:
+        return _fail(str(exc), "fix the configuration", USAGE_ERROR)
+    except EdgeFleetError as exc:
+        return _fail(f"{type(exc).__name__}: {exc}", "see the log above for details", RUNTIME_ERROR)
+    except OSError as exc:
+        return _fail(str(exc), "check that the data directory is writable and the paths exist", RUNTIME_ERROR)
+
+
+def _fail(message: str, hint: str, code: int) -> int:
+    print(f"{PROG}: error: {message} (hint: {hint})", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

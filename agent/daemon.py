@@ -1,0 +1,118 @@
+"""``edgefleet-agent run``: wires the agent's parts together and runs them until stopped.
+
+Start order: the inference endpoint (so liveness answers at once), the MQTT
+link (directives queue up until the updater runs), slot recovery and the
+resumption of an install/health check in flight, serving the current slot,
+the updater threads, the heartbeat. Stop order is the reverse; the offline
+presence is published before the MQTT disconnect.
+"""
+
+import logging
+import threading
+from pathlib import Path
+
+from agent.config import AgentConfig
+from agent.deployment import DeploymentTracker
+from agent.download import Downloader, DownloadSettings
+from agent.enroll import Enrollment, load_enrollment, load_root
+from agent.errors import AgentError, ModelLoadError, RuntimeUnavailableError
+from agent.facts import device_facts
+from agent.inference import InferenceService, ServedModel
+from agent.kserve import KServeServer
+from agent.mqtt_link import MqttLink
+from agent.presence import Heartbeat, PresenceReporter, offline_presence
+from agent.runner import DeploymentRunner
+from agent.slots import CURRENT, SlotStore
+from agent.state_store import DeploymentRecord, StateStore
+from agent.statemachine import FINAL_STATES
+from agent.storage import atomic_write_bytes
+from agent.updater import Updater
+
+log = logging.getLogger(__name__)
+
+INFERENCE_PORT_FILE = "inference_port"
+
+
+def artifact_base_url(config: AgentConfig, enrollment: Enrollment) -> str:
+    return config.artifact_base_url or enrollment.artifact_base_url or enrollment.server_url
+
+
+class AgentDaemon:
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        data_dir = Path(config.data_dir)
+        self.enrollment = load_enrollment(data_dir)
+        device_id = self.enrollment.device_id
+        if config.device_id and config.device_id != device_id:
+            log.warning("event=device_id_ignored configured=%s enrolled=%s", config.device_id, device_id)
+        self.facts = device_facts(device_id, config)
+        root = load_root(data_dir)
+        self.service = InferenceService()
+        self.slots = SlotStore(data_dir / "slots")
+        self.link = MqttLink(device_id, self.enrollment.credential, config.mqtt_url or self.enrollment.mqtt_url,
+                             on_directive=self._on_directive, offline_presence=lambda: offline_presence(device_id))
+        self.tracker = DeploymentTracker(device_id, StateStore(data_dir), self.link)
+        self.presence = PresenceReporter(device_id, self.tracker, self.service)
+        downloader = Downloader(
+            artifact_base_url(config, self.enrollment), self.enrollment.credential, data_dir / "downloads",
+            DownloadSettings(config.download_timeout_s, config.download_retry_base_s, config.download_retry_max_s,
+                             config.download_max_attempts),
+        )
+        runner = DeploymentRunner(self.tracker, self.slots, downloader, self.service, config.health_check_latency_ms)
+        self.updater = Updater(self.facts, root, self.tracker, self.slots, runner)
+        try:
+            self.kserve = KServeServer(self.service, config.inference_host, config.inference_port,
+                                       config.max_request_bytes)
+        except OSError as exc:
+            raise AgentError(f"cannot listen on {config.inference_host}:{config.inference_port}: {exc}") from None
+        self.heartbeat = Heartbeat(config.heartbeat_interval_s, self._publish_presence)
+        self.link.add_connect_listener(self._publish_presence)
+        self.tracker.add_listener(self._on_transition)
+
+    def start(self) -> None:
+        self.kserve.start()
+        atomic_write_bytes(Path(self.config.data_dir) / INFERENCE_PORT_FILE, f"{self.kserve.port}\n".encode())
+        self.link.start()
+        self.updater.recover()
+        self._serve_current_slot()
+        self.updater.start()
+        self.heartbeat.start()
+        log.info("event=agent_started device=%s state=%s inference_url=%s", self.facts.device_id,
+                 self.tracker.state, self.kserve.url)
+
+    def stop(self) -> None:
+        log.info("event=agent_stopping device=%s", self.facts.device_id)
+        self.heartbeat.stop()
+        self.updater.stop()
+        self.link.stop()
+        self.kserve.stop()
+        log.info("event=agent_stopped device=%s", self.facts.device_id)
+
+    def run_until(self, stop: threading.Event) -> None:
+        self.start()
+        try:
+            stop.wait()
+        finally:
+            self.stop()
+
+    def _serve_current_slot(self) -> None:
+        current = self.slots.read(CURRENT)
+        served = self.service.current()
+        if current is None or (served is not None and served.sha256 == current.sha256):
+            return
+        try:
+            self.service.swap(ServedModel.load(current, self.slots.artifact_path(CURRENT, current)))
+        except (ModelLoadError, RuntimeUnavailableError) as exc:
+            log.error("event=serve_failed release=%s version=%d error=%r", current.release_name,
+                      current.release_version, str(exc))
+
+    def _on_directive(self, payload: bytes) -> None:
+        self.updater.submit(payload)
+
+    def _publish_presence(self) -> None:
+        if self.link.connected.is_set():
+            self.link.publish_presence(self.presence.online())
+
+    def _on_transition(self, record: DeploymentRecord) -> None:
+        if record.state in FINAL_STATES:
+            self._publish_presence()

@@ -1,0 +1,122 @@
+"""The in-process inference API, with hot swap.
+
+``InferenceService`` holds a reference to the served model. A request takes
+that reference once (under a lock held only for the pointer read) and runs on
+it to the end, so ``swap`` never drops a request in flight: the old model
+keeps serving the requests that already hold it and is freed after the last
+one. The updater swaps only after the new model passed its health check.
+
+Applications that embed the agent call ``predict({"input": array})``.
+"""
+
+import logging
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from agent.errors import InvalidInferenceRequestError, ModelNotReadyError
+from agent.protocol.metadata import TensorSpec
+from agent.runtimes import LoadedModel, load_model
+from agent.slots import SlotInfo
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    name: str  # the release name: the model name in KServe paths
+    version: int
+    variant: str
+    sha256: str
+    runtime: str
+    model: LoadedModel
+
+    @property
+    def inputs(self) -> tuple[TensorSpec, ...]:
+        return self.model.inputs
+
+    @property
+    def outputs(self) -> tuple[TensorSpec, ...]:
+        return self.model.outputs
+
+    @classmethod
+    def from_slot(cls, info: SlotInfo, model: LoadedModel) -> "ServedModel":
+        return cls(info.release_name, info.release_version, info.variant, info.sha256, info.runtime, model)
+
+    @classmethod
+    def load(cls, info: SlotInfo, artifact: Path) -> "ServedModel":
+        return cls.from_slot(info, load_model(artifact, info.runtime))
+
+
+def validate_inputs(specs: Sequence[TensorSpec], inputs: Mapping[str, np.ndarray]) -> None:
+    """Raise ``InvalidInferenceRequestError`` unless ``inputs`` match the schema (names, dtype, shape)."""
+    expected = {spec.name: spec for spec in specs}
+    missing = sorted(set(expected) - set(inputs))
+    unknown = sorted(set(inputs) - set(expected))
+    if missing or unknown:
+        raise InvalidInferenceRequestError(
+            f"model expects inputs {sorted(expected)}; missing {missing}, unknown {unknown}")
+    for name, value in inputs.items():
+        spec = expected[name]
+        if value.dtype.name != spec.dtype:
+            raise InvalidInferenceRequestError(f"input {name} must be {spec.dtype}, got {value.dtype.name}")
+        if value.ndim != len(spec.shape) or any(
+            want is not None and want != got for want, got in zip(spec.shape, value.shape, strict=True)
+        ):
+            declared = [-1 if dim is None else dim for dim in spec.shape]
+            raise InvalidInferenceRequestError(f"input {name} must have shape {declared}, got {list(value.shape)}")
+
+
+class InferenceService:
+    """Serves the current model; thread safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._served: ServedModel | None = None
+
+    def current(self) -> ServedModel | None:
+        with self._lock:
+            return self._served
+
+    @property
+    def ready(self) -> bool:
+        return self.current() is not None
+
+    def swap(self, served: ServedModel | None) -> ServedModel | None:
+        """Serve ``served`` from now on; return the model it replaces."""
+        with self._lock:
+            old, self._served = self._served, served
+        if served is not None:
+            log.info("event=model_swapped name=%s version=%d variant=%s", served.name, served.version, served.variant)
+        return old
+
+    def resolve(self, name: str | None = None, version: str | None = None) -> ServedModel:
+        """The served model, checked against a requested name and version."""
+        served = self.current()
+        if served is None:
+            raise ModelNotReadyError("no model is installed yet")
+        if name is not None and name != served.name:
+            raise ModelNotReadyError(f"unknown model {name!r}; this device serves {served.name!r}")
+        if version is not None and version != str(served.version):
+            raise ModelNotReadyError(f"model {name!r} has no version {version!r}; serving {served.version}")
+        return served
+
+    def metadata(self, name: str | None = None) -> dict[str, object]:
+        served = self.resolve(name)
+        return {
+            "name": served.name,
+            "version": served.version,
+            "variant": served.variant,
+            "runtime": served.runtime,
+            "inputs": [spec.to_dict() for spec in served.inputs],
+            "outputs": [spec.to_dict() for spec in served.outputs],
+        }
+
+    def predict(self, inputs: Mapping[str, np.ndarray], name: str | None = None) -> dict[str, np.ndarray]:
+        """Run the served model on ``inputs`` (validated against its input schema)."""
+        served = self.resolve(name)
+        validate_inputs(served.inputs, inputs)
+        return served.model.predict(inputs)

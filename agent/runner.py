@@ -1,0 +1,199 @@
+"""Carries out one job step by step, feeding each outcome to the state machine.
+
+Each step starts from the persisted state and is idempotent, so the same code
+runs a fresh deployment and resumes one after a restart:
+
+    notified     -> (install) START_DOWNLOAD      (rollback) START_ROLLBACK
+    downloading  -> fetch with Range resume       -> DOWNLOADED
+    verifying    -> length + sha256               -> ARTIFACT_VERIFIED | ARTIFACT_REJECTED
+    installing   -> stage + promote, unless the target already is current -> INSTALLED
+    health_check -> load + sample inference       -> HEALTH_PASSED (swap into the service)
+                    failure: restore previous slot -> ROLLED_BACK
+
+A job can be cancelled (superseded or shutdown) until installing begins; from
+there it runs to the end so the slots always settle on a checked model.
+"""
+
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+
+from agent.deployment import DeploymentTracker
+from agent.download import Downloader, file_sha256
+from agent.errors import (
+    DeploymentCancelledError,
+    DownloadError,
+    HealthCheckError,
+    ModelLoadError,
+    RuntimeUnavailableError,
+    SlotError,
+)
+from agent.healthcheck import check_model
+from agent.inference import InferenceService, ServedModel
+from agent.job import Job
+from agent.protocol.errors import ArtifactMismatchError, EdgeFleetError
+from agent.protocol.metadata import TensorSpec
+from agent.protocol.verify import verify_artifact
+from agent.slots import CURRENT, PREVIOUS, STAGING, SlotInfo, SlotStore, slot_info_for
+from agent.statemachine import IN_FLIGHT_STATES, Event, State
+
+log = logging.getLogger(__name__)
+
+MODEL_FAILURES = (ModelLoadError, RuntimeUnavailableError, HealthCheckError)
+
+
+def describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+class DeploymentRunner:
+    def __init__(self, tracker: DeploymentTracker, slots: SlotStore, downloader: Downloader,
+                 service: InferenceService, latency_bound_ms: float) -> None:
+        self.tracker = tracker
+        self.slots = slots
+        self.downloader = downloader
+        self.service = service
+        self.latency_bound_ms = latency_bound_ms
+
+    def run(self, job: Job) -> None:
+        """Run ``job`` to a final state (or pause it, on shutdown). Never raises."""
+        try:
+            if not job.resumed:
+                self.tracker.begin(job.sequence, **job.begin_fields())
+            self._check_cancel(job)
+            if job.is_rollback:
+                self._roll_back(job)
+            else:
+                self._install(job)
+        except DeploymentCancelledError:
+            if job.superseded_by is not None:
+                self._finish(job, Event.FAILED, f"superseded by directive {job.superseded_by}")
+            else:
+                log.info("event=deployment_paused seq=%d state=%s", job.sequence, self.tracker.state)
+        except ArtifactMismatchError as exc:
+            if job.variant is not None:
+                self.downloader.discard(job.variant.sha256)
+            self._finish(job, Event.ARTIFACT_REJECTED, describe(exc))
+        except EdgeFleetError as exc:
+            self._finish(job, Event.FAILED, describe(exc))
+        except Exception as exc:  # a bug or an OS error must still end the deployment
+            log.exception("event=deployment_crashed seq=%d", job.sequence)
+            self._finish(job, Event.FAILED, describe(exc))
+
+    def _finish(self, job: Job, event: Event, reason: str) -> None:
+        if self.tracker.record.sequence == job.sequence and self.tracker.state in IN_FLIGHT_STATES:
+            try:
+                self.tracker.advance(job.sequence, event, reason)
+            except EdgeFleetError as exc:
+                log.error("event=deployment_finish_failed seq=%d error=%r", job.sequence, str(exc))
+
+    @staticmethod
+    def _check_cancel(job: Job) -> None:
+        if job.cancel.is_set():
+            raise DeploymentCancelledError(f"directive {job.sequence} was cancelled")
+
+    # -- install -------------------------------------------------------------
+
+    def _install(self, job: Job) -> None:
+        variant = job.variant
+        assert variant is not None
+        sequence = job.sequence
+        state = self.tracker.state
+        if state is State.NOTIFIED:
+            self.downloader.discard_all_except(variant.sha256)
+            state = self.tracker.advance(sequence, Event.START_DOWNLOAD)
+        if state is State.DOWNLOADING:
+            expires_in = (job.directive.expires - datetime.now(UTC)).total_seconds()
+            self.downloader.fetch(variant, expires_in, job.cancel)
+            state = self.tracker.advance(sequence, Event.DOWNLOADED)
+        if state is State.VERIFYING:
+            self._check_cancel(job)
+            self._verify_file(job, self.downloader.part_path(variant.sha256))
+            state = self.tracker.advance(sequence, Event.ARTIFACT_VERIFIED)
+        if state is State.INSTALLING:
+            self._check_cancel(job)
+            self._switch_to(job)
+            state = self.tracker.advance(sequence, Event.INSTALLED)
+        if state is State.HEALTH_CHECK:
+            self._health_check_install(job)
+
+    def _verify_file(self, job: Job, path: Path) -> None:
+        assert job.variant is not None
+        try:
+            length, digest = file_sha256(path)
+        except FileNotFoundError:
+            raise DownloadError("the downloaded artifact is gone; deploy again to fetch it") from None
+        verify_artifact(job.variant, length, digest)
+
+    def _switch_to(self, job: Job) -> None:
+        assert job.variant is not None
+        current = self.slots.read(CURRENT)
+        if current is not None and current.sha256 == job.variant.sha256:
+            log.info("event=install_skipped seq=%d reason=already_current", job.sequence)
+            self.downloader.discard(job.variant.sha256)
+            return
+        info = slot_info_for(job.release, job.variant, job.sequence)
+        self._verify_file(job, self.downloader.part_path(job.variant.sha256))
+        self.slots.stage(info, self.downloader.part_path(job.variant.sha256))
+        self._verify_file(job, self.slots.artifact_path(STAGING, info))
+        self.slots.promote()
+        self.downloader.discard(job.variant.sha256)
+        log.info("event=installed seq=%d release=%s version=%d variant=%s", job.sequence, info.release_name,
+                 info.release_version, info.variant)
+
+    def _health_check_install(self, job: Job) -> None:
+        assert job.variant is not None
+        current = self.slots.read(CURRENT)
+        if current is None or current.sha256 != job.variant.sha256:
+            self.tracker.advance(job.sequence, Event.ROLLED_BACK,
+                                 "interrupted during the health check; the previous model is current")
+            return
+        try:
+            served = self._load_and_check(current, job.release.inputs, job.release.outputs)
+        except MODEL_FAILURES as exc:
+            restored = self.slots.roll_back()
+            after = (f"restored {restored.release_name} v{restored.release_version}" if restored
+                     else "no previous model to restore")
+            log.warning("event=health_check_failed seq=%d error=%r %s", job.sequence, str(exc), after)
+            self.tracker.advance(job.sequence, Event.ROLLED_BACK, f"{describe(exc)}; {after}")
+            return
+        self.service.swap(served)
+        self.tracker.advance(job.sequence, Event.HEALTH_PASSED)
+
+    def _load_and_check(self, info: SlotInfo, inputs: tuple[TensorSpec, ...],
+                        outputs: tuple[TensorSpec, ...]) -> ServedModel:
+        served = ServedModel.load(info, self.slots.artifact_path(CURRENT, info))
+        check_model(served.model, inputs, outputs, self.latency_bound_ms)
+        return served
+
+    # -- rollback ------------------------------------------------------------
+
+    def _roll_back(self, job: Job) -> None:
+        sequence = job.sequence
+        state = self.tracker.state
+        if state is State.NOTIFIED:
+            previous = self.slots.read(PREVIOUS)
+            if previous is None:
+                raise SlotError("there is no previous model to roll back to")
+            state = self.tracker.advance(sequence, Event.START_ROLLBACK, target_sha256=previous.sha256,
+                                         variant=previous.variant)
+        target = self.tracker.record.target_sha256
+        if state is State.INSTALLING:
+            current = self.slots.read(CURRENT)
+            if current is None or current.sha256 != target:
+                previous = self.slots.read(PREVIOUS)
+                if previous is None or previous.sha256 != target:
+                    raise SlotError("the previous slot changed before the rollback; nothing restored")
+                self.slots.roll_back()
+            state = self.tracker.advance(sequence, Event.INSTALLED)
+        if state is State.HEALTH_CHECK:
+            current = self.slots.read(CURRENT)
+            if current is None or current.sha256 != target:
+                raise SlotError("the restored model is not in the current slot")
+            try:
+                served = self._load_and_check(current, current.inputs, current.outputs)
+            except MODEL_FAILURES as exc:
+                raise HealthCheckError(f"the restored model failed its health check: {describe(exc)}") from None
+            self.service.swap(served)
+            self.tracker.advance(sequence, Event.ROLLED_BACK,
+                                 f"restored {current.release_name} v{current.release_version}")
