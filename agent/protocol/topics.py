@@ -26,9 +26,16 @@ def validate_device_id(device_id: object) -> str:
     return device_id
 
 
+def topic_kind(kind: TopicKind | str) -> TopicKind:
+    try:
+        return TopicKind(kind)
+    except ValueError:
+        raise InvalidTopicError(f"unknown topic kind {kind!r}") from None
+
+
 def device_topic(device_id: str, kind: TopicKind | str) -> str:
     """The topic of ``kind`` for one device."""
-    return f"{TOPIC_PREFIX}/{validate_device_id(device_id)}/{TopicKind(kind).value}"
+    return f"{TOPIC_PREFIX}/{validate_device_id(device_id)}/{topic_kind(kind).value}"
 
 
 def parse_topic(topic: str) -> tuple[str, TopicKind]:
@@ -36,14 +43,11 @@ def parse_topic(topic: str) -> tuple[str, TopicKind]:
     parts = topic.split("/")
     if len(parts) != 4 or "/".join(parts[:2]) != TOPIC_PREFIX:
         raise InvalidTopicError(f"not an EdgeFleet topic: {topic!r}")
-    try:
-        kind = TopicKind(parts[3])
-    except ValueError:
-        raise InvalidTopicError(f"unknown topic kind in {topic!r}") from None
+    kind = topic_kind(parts[3])
     return validate_device_id(parts[2]), kind
 
 
 def subscription(kind: TopicKind | str, shared: bool = True) -> str:
     """Wildcard subscription for ``kind`` from every device, optionally shared."""
-    pattern = f"{TOPIC_PREFIX}/+/{TopicKind(kind).value}"
+    pattern = f"{TOPIC_PREFIX}/+/{topic_kind(kind).value}"
     return f"$share/{SHARED_GROUP}/{pattern}" if shared else pattern
