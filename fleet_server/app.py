@@ -11,7 +11,7 @@ from agent import __version__
 from fleet_server.api.errors import install_error_handlers
 from fleet_server.api.routes import artifacts, deployments, devices, health, models, releases
 from fleet_server.core.config import Settings
-from fleet_server.runtime import start_runtime
+from fleet_server.runtime import ServerRuntime, start_runtime
 
 API_PREFIX = "/api/v1"
 
@@ -23,17 +23,18 @@ def api_router() -> APIRouter:
     return router
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or Settings()
+def create_app(settings: Settings | None = None, runtime: ServerRuntime | None = None) -> FastAPI:
+    """The app; its lifespan starts a runtime from ``settings`` unless one is given (already started)."""
+    settings = settings or (runtime.settings if runtime is not None else Settings())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runtime = await run_in_threadpool(start_runtime, settings)
-        app.state.runtime = runtime
+        started = runtime or await run_in_threadpool(start_runtime, settings)
+        app.state.runtime = started
         try:
             yield
         finally:
-            await run_in_threadpool(runtime.stop)
+            await run_in_threadpool(started.stop)
 
     app = FastAPI(
         title="EdgeFleet fleet server",

@@ -90,6 +90,19 @@ def keys_show(
         _print_table(description)
 
 
+@app.command("server")
+def server(
+    host: Annotated[str, typer.Option(help="HTTP listen address")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="HTTP listen port", min=1, max=65535)] = 8000,
+    data_dir: Annotated[Path | None, typer.Option(help="Data directory (default: EDGEFLEET_DATA_DIR)")] = None,
+) -> None:
+    """Run the fleet server (REST API, MQTT bridge; embedded broker unless EDGEFLEET_MQTT_URL is set)."""
+    from fleet_server.core.config import load_settings
+    from fleet_server.server import run_server
+
+    run_server(load_settings(data_dir=data_dir), host=host, port=port)
+
+
 def main() -> None:
     """Console entry point: EdgeFleet errors become ``error: ...`` and a hint, exit code 1."""
     try:

@@ -123,3 +123,7 @@ class BrokerUrlError(MqttError):
 
 class EmbeddedBrokerError(MqttError):
     """The embedded amqtt broker failed to start."""
+
+
+class ConfigurationError(FleetServerError):
+    """A server setting (``EDGEFLEET_*``) has an unusable value."""

@@ -5,9 +5,12 @@ Paths default to locations inside ``data_dir`` so that setting only
 """
 
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from fleet_server.errors import ConfigurationError
 
 MIB = 1024 * 1024
 
@@ -63,3 +66,18 @@ class Settings(BaseSettings):
     @property
     def uses_embedded_broker(self) -> bool:
         return not self.mqtt_url
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment plus explicit overrides (None values are ignored).
+
+    Raises ``ConfigurationError`` naming the offending variable instead of a
+    pydantic traceback.
+    """
+    values = {key: value for key, value in overrides.items() if value is not None}
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first.get("loc", ())) or "?"
+        raise ConfigurationError(f"invalid setting EDGEFLEET_{field.upper()}: {first.get('msg')}") from None

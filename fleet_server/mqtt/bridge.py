@@ -84,9 +84,9 @@ class MqttBridge:
         return self._connected.wait(timeout)
 
     def stop(self) -> None:
+        self._connected.clear()
         self.client.disconnect()
         self.client.loop_stop()
-        self._connected.clear()
         logger.info("server event=mqtt_stopped stats=%s", dict(self.stats))
 
     def publish(self, topic: str, payload: bytes, retain: bool = True) -> mqtt.MQTTMessageInfo:

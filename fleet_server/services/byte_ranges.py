@@ -41,9 +41,9 @@ def parse_range(header: str | None, size: int) -> ByteRange | None:
             raise RangeNotSatisfiableError(f"range {header!r} selects no bytes of a {size}-byte file", size)
         return ByteRange(max(0, size - suffix), size - 1)
     start = int(first)
-    end = int(last) if last else size - 1
-    if end < start:
+    if last and int(last) < start:
         return None  # invalid syntax per RFC: ignore the header
     if start >= size:
         raise RangeNotSatisfiableError(f"range {header!r} starts beyond the {size}-byte file", size)
+    end = int(last) if last else size - 1
     return ByteRange(start, min(end, size - 1))
