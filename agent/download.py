@@ -184,7 +184,7 @@ class Downloader:
                     if time.monotonic() >= deadline:
                         raise DownloadExpiredError("the directive expired during the download")
                     try:
-                        chunk = response.read(min(CHUNK_BYTES, length - written + 1))
+                        chunk = response.read1(min(CHUNK_BYTES, length - written + 1))
                     except TimeoutError:
                         raise DownloadStalledError(
                             f"no data for {self.settings.stall_timeout_s}s at byte {written}") from None

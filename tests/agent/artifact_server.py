@@ -1,0 +1,132 @@
+"""A local artifact server for agent tests: ``GET /api/v1/artifacts/{sha256}`` with Range.
+
+Standard library only. Faults can be injected per test: cut the connection
+after N bytes, stall, send extra bytes, corrupt a byte, or answer a status.
+Every request's headers are recorded so tests can assert on ``Range``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+RANGE = re.compile(r"bytes=(\d+)-")
+
+
+@dataclass
+class Faults:
+    cut_after_bytes: int | None = None  # close the connection after this many body bytes (once)
+    stall_after_bytes: int | None = None  # stop sending (keep the socket open) after this many bytes (once)
+    stall_seconds: float = 5.0
+    extra_bytes: int = 0  # append bytes beyond the artifact (no Content-Length)
+    flip_byte: int | None = None  # corrupt the byte at this offset
+    status: int | None = None  # answer this status instead of the file
+    ignore_range: bool = False  # answer 200 with the whole file even when a Range was asked
+    used: set[str] = field(default_factory=set)
+
+    def once(self, name: str) -> bool:
+        if name in self.used:
+            return False
+        self.used.add(name)
+        return True
+
+
+class ArtifactServer:
+    def __init__(self, token: str = "device-secret") -> None:
+        self.token = token
+        self.blobs: dict[str, bytes] = {}
+        self.requests: list[dict[str, str]] = []
+        self.faults = Faults()
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
+
+    def add(self, data: bytes) -> str:
+        sha256 = hashlib.sha256(data).hexdigest()
+        self.blobs[sha256] = data
+        return sha256
+
+    def range_headers(self) -> list[str | None]:
+        return [request.get("range") for request in self.requests]
+
+    def __enter__(self) -> ArtifactServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802
+                server.requests.append({key.lower(): value for key, value in self.headers.items()})
+                faults = server.faults
+                sha256 = self.path.rsplit("/", 1)[-1]
+                if self.headers.get("Authorization") != f"Bearer {server.token}":
+                    return self._plain(401)
+                if faults.status is not None:
+                    return self._plain(faults.status)
+                if sha256 not in server.blobs or not self.path.startswith("/api/v1/artifacts/"):
+                    return self._plain(404)
+                data = bytearray(server.blobs[sha256])
+                if faults.flip_byte is not None:
+                    data[faults.flip_byte] ^= 0x01
+                start = 0
+                match = RANGE.fullmatch(self.headers.get("Range", ""))
+                if match and not faults.ignore_range:
+                    start = int(match.group(1))
+                    if start >= len(data):
+                        return self._plain(416, {"Content-Range": f"bytes */{len(data)}"})
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+                else:
+                    self.send_response(200)
+                body = bytes(data[start:])
+                if faults.extra_bytes:
+                    body += b"\0" * faults.extra_bytes
+                    self.send_header("Connection", "close")
+                    self.close_connection = True
+                else:
+                    self.send_header("Content-Length", str(len(body)))
+                self.send_header("ETag", f'"{sha256}"')
+                self.end_headers()
+                if faults.cut_after_bytes is not None and faults.once("cut"):
+                    self.wfile.write(body[:faults.cut_after_bytes])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return None
+                if faults.stall_after_bytes is not None and faults.once("stall"):
+                    self.wfile.write(body[:faults.stall_after_bytes])
+                    self.wfile.flush()
+                    time.sleep(faults.stall_seconds)
+                    self.close_connection = True
+                    return None
+                self.wfile.write(body)
+                return None
+
+            def _plain(self, status: int, headers: dict[str, str] | None = None) -> None:
+                body = b'{"detail":"test"}'
+                self.send_response(status)
+                for key, value in (headers or {}).items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        return Handler
