@@ -103,6 +103,19 @@ def server(
     run_server(load_settings(data_dir=data_dir), host=host, port=port)
 
 
+@app.command("demo")
+def demo(
+    devices: Annotated[int, typer.Option(help="Number of device agents to start", min=1, max=20)] = 3,
+    workdir: Annotated[Path | None, typer.Option(help="Keep everything in this directory (default: a temp dir)")]
+    = None,
+    keep: Annotated[bool, typer.Option(help="Keep the work directory afterwards")] = False,
+) -> None:
+    """Train a small model, start a server and device agents, roll the model out, and query every device."""
+    from fleet_server.demo import run_demo
+
+    run_demo(devices=devices, workdir=workdir, keep=keep or workdir is not None)
+
+
 def main() -> None:
     """Console entry point: EdgeFleet errors become ``error: ...`` and a hint, exit code 1."""
     try:

@@ -6,10 +6,12 @@ every device reports ``succeeded``, then asks each device's local KServe v2
 endpoint for predictions and stops everything.
 """
 
+import logging
 import secrets
 import shutil
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
@@ -34,13 +36,16 @@ def build_digits_model(directory: Path) -> tuple[Path, np.ndarray, np.ndarray, d
     from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import FloatTensorType
     from sklearn.datasets import load_digits
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.model_selection import train_test_split
     from sklearn.neural_network import MLPClassifier
 
     digits = load_digits()
     features = (digits.data / 16.0).astype(np.float32)
     x_train, x_test, y_train, y_test = train_test_split(features, digits.target, test_size=0.2, random_state=0)
-    classifier = MLPClassifier(hidden_layer_sizes=(32,), max_iter=300, random_state=0).fit(x_train, y_train)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        classifier = MLPClassifier(hidden_layer_sizes=(32,), max_iter=300, random_state=0).fit(x_train, y_train)
     onnx_model = convert_sklearn(
         classifier,
         initial_types=[("input", FloatTensorType([None, features.shape[1]]))],
@@ -62,6 +67,7 @@ def build_digits_model(directory: Path) -> tuple[Path, np.ndarray, np.ndarray, d
 
 def run_demo(devices: int = 3, workdir: Path | None = None, keep: bool = False,
              say: Callable[[str], None] = print) -> int:
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     root = Path(tempfile.mkdtemp(prefix="edgefleet-demo-")) if workdir is None else workdir
     root.mkdir(parents=True, exist_ok=True)
     step = 0
@@ -129,18 +135,20 @@ def run_demo(devices: int = 3, workdir: Path | None = None, keep: bool = False,
 
 def _follow_deployment(client: FleetClient, deployment_id: int, say: Callable[[str], None],
                        timeout: float = 180.0) -> dict[str, Any]:
-    """Print each device's state changes as they happen until all are final."""
-    seen: dict[str, str] = {}
+    """Print every state change each device reports, in order, until all are final."""
+    printed: dict[str, int] = {}
     deadline = time.monotonic() + timeout
     while True:
         deployment = client.deployment(deployment_id)
         for target in deployment["targets"]:
-            if seen.get(target["device_id"]) != target["state"]:
-                seen[target["device_id"]] = target["state"]
-                reason = f" ({target['reason']})" if target.get("reason") else ""
-                say(f"    {target['device_id']}: {target['state']}{reason}")
+            history = target["history"]
+            for event in history[printed.get(target["device_id"], 0):]:
+                reason = f" ({event['reason']})" if event.get("reason") else ""
+                say(f"    {target['device_id']}: {event['state']}{reason}")
+            printed[target["device_id"]] = len(history)
         if all(target["state"] in FINAL_DEVICE_STATES for target in deployment["targets"]):
             return deployment
         if time.monotonic() > deadline:
-            raise DemoError(f"deployment {deployment_id} did not finish within {timeout:.0f}s: {seen}")
+            states = {target["device_id"]: target["state"] for target in deployment["targets"]}
+            raise DemoError(f"deployment {deployment_id} did not finish within {timeout:.0f}s: {states}")
         time.sleep(0.3)

@@ -77,7 +77,7 @@ class ManagedProcess:
             )
         finally:
             log.close()
-        logger.info("localfleet event=started name=%s pid=%s", self.name, self.process.pid)
+        logger.debug("localfleet event=started name=%s pid=%s", self.name, self.process.pid)
 
     @property
     def running(self) -> bool:

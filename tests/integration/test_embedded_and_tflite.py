@@ -38,7 +38,7 @@ def test_tflite_model_rolls_out_and_serves_with_litert(client, agents):
 
     target = target_state(final, agent.device_id)
     assert target["state"] == "succeeded", target
-    assert target["variant"].startswith("tflite")
+    assert target["history"][-1]["variant"].startswith("tflite")
     sample = np.load(MODELS / "digits_sample.npy")[:1]
     answer = agent.infer("digits-tflite", sample.tolist(), input_name=_tflite_input_name(agent))
     probabilities = np.array(answer["outputs"][0]["data"], dtype=np.float32)
