@@ -68,6 +68,19 @@ find_python() {
     return 1
 }
 
+# Debian splits ensurepip (needed by `python3 -m venv`) into python3-venv; install it when missing.
+ensure_venv_module() {
+    local python="$1"
+    "$python" -c 'import ensurepip, venv' 2>/dev/null && return 0
+    if [[ "$(id -u)" -ne 0 ]]; then
+        fail "$python cannot create virtual environments: run 'sudo apt-get install -y python3-venv'" 2
+    fi
+    section "installing python3-venv (apt-get)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q --no-install-recommends python3-venv
+}
+
 # ensure_venv DIR EXTRAS: a virtual environment at $EDGEFLEET_ROOT/DIR with the project installed
 # editable with EXTRAS. Skips the install when the stamp matches pyproject.toml and the extras.
 ensure_venv() {
@@ -79,6 +92,7 @@ ensure_venv() {
     fi
     if [[ ! -x "$venv/bin/python" ]]; then
         python="$(find_python)" || fail "Python 3.11 or newer is required: install it with 'apt-get install python3 python3-venv'" 2
+        ensure_venv_module "$python"
         section "creating $1 with $("$python" --version)"
         "$python" -m venv "$venv" ||
             fail "could not create $1: install the venv module with 'apt-get install python3-venv'" 2
