@@ -26,6 +26,7 @@ class Faults:
     flip_byte: int | None = None  # corrupt the byte at this offset
     status: int | None = None  # answer this status instead of the file
     ignore_range: bool = False  # answer 200 with the whole file even when a Range was asked
+    chunk_delay_s: float = 0.0  # send the body in 4 KiB pieces with this pause between them (a slow link)
     used: set[str] = field(default_factory=set)
 
     def once(self, name: str) -> bool:
@@ -116,6 +117,15 @@ class ArtifactServer:
                     self.wfile.flush()
                     time.sleep(faults.stall_seconds)
                     self.close_connection = True
+                    return None
+                if faults.chunk_delay_s:
+                    try:
+                        for offset in range(0, len(body), 4096):
+                            self.wfile.write(body[offset:offset + 4096])
+                            self.wfile.flush()
+                            time.sleep(faults.chunk_delay_s)
+                    except (BrokenPipeError, ConnectionResetError):
+                        self.close_connection = True
                     return None
                 self.wfile.write(body)
                 return None

@@ -41,6 +41,13 @@ TFLITE_INPUTS = (TensorSpec("serving_default_input:0", "float32", (None, 64)),)
 TFLITE_OUTPUTS = (TensorSpec("StatefulPartitionedCall_1:0", "float32", (None, 10)),)
 
 
+def distinct_onnx(marker: str) -> bytes:
+    """The digits ONNX model with its own bytes: a ModelProto.doc_string (field 6) appended to the protobuf."""
+    text = f"edgefleet agent test {marker}".encode()
+    assert len(text) < 128
+    return ONNX_MODEL.read_bytes() + bytes([(6 << 3) | 2, len(text)]) + text
+
+
 def now() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
 
