@@ -94,7 +94,8 @@ def start_runtime(settings: Settings) -> ServerRuntime:
             address = parse_mqtt_url(settings.mqtt_url)
         bridge = MqttBridge(address, engine, shared_subscription=settings.mqtt_shared_subscription
                             and embedded is None)
-        publisher = DirectivePublisher(bridge, engine, settings.publish_timeout_s)
+        publisher = DirectivePublisher(bridge, engine, settings.publish_timeout_s,
+                                       restore_retained=embedded is not None)
         bridge.start()
     except BaseException:
         if bridge is not None:

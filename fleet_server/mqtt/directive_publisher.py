@@ -4,6 +4,10 @@ Directives are stored before publishing. A publish that cannot be sent (the
 bridge is offline) or is not acknowledged within the timeout stays
 unpublished in the database and is sent again after the next (re)connect,
 as long as it is still the device's newest directive and has not expired.
+
+The embedded broker keeps retained messages in memory only, so after a
+server restart the publisher restores every device's newest unexpired
+directive once (agents ignore a sequence they already saw).
 """
 
 import logging
@@ -22,10 +26,11 @@ logger = logging.getLogger(__name__)
 
 
 class DirectivePublisher:
-    def __init__(self, bridge: MqttBridge, engine: Engine, timeout_s: float) -> None:
+    def __init__(self, bridge: MqttBridge, engine: Engine, timeout_s: float, restore_retained: bool = False) -> None:
         self.bridge = bridge
         self.engine = engine
         self.timeout_s = timeout_s
+        self._restore_retained = restore_retained
         self._in_flight: set[int] = set()
         self._lock = threading.Lock()
         bridge.add_connect_hook(self.publish_pending)
@@ -72,8 +77,12 @@ class DirectivePublisher:
 
     def publish_pending(self) -> None:
         """Send every stored directive the broker has not acknowledged yet (runs after each connect)."""
+        restore = self._restore_retained
         with Session(self.engine, expire_on_commit=False) as session:
-            pending = deployments.unpublished_directives(session)
+            pending = deployments.current_directives(session, unpublished_only=not restore)
         if pending:
-            logger.info("server event=directive_republish count=%d", len(pending))
-            self.publish(pending)
+            logger.info("server event=directive_republish count=%d restore_retained=%s", len(pending), restore)
+            acknowledged = self.publish(pending)
+            if len(acknowledged) < len(pending):
+                return  # keep restoring on the next connect
+        self._restore_retained = False

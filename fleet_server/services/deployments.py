@@ -100,18 +100,20 @@ def _outgoing(target: DeploymentTarget, directive: dict, release_envelope: dict)
                              device_topic(target.device_id, TopicKind.DIRECTIVE), payload)
 
 
-def unpublished_directives(session: Session) -> list[OutgoingDirective]:
-    """Directives never acknowledged by the broker that are still each device's newest and unexpired."""
+def current_directives(session: Session, unpublished_only: bool = True) -> list[OutgoingDirective]:
+    """Each device's newest unexpired directive (only those the broker never acknowledged, by default)."""
+    conditions = [
+        DeploymentTarget.sequence == Device.directive_sequence,
+        DeploymentTarget.directive_expires_at > utcnow(),
+    ]
+    if unpublished_only:
+        conditions.append(col(DeploymentTarget.published_at).is_(None))
     statement = (
         select(DeploymentTarget, ReleaseRecord)
         .join(Device, col(Device.device_id) == DeploymentTarget.device_id)
         .join(Deployment, col(Deployment.id) == DeploymentTarget.deployment_id)
         .join(ReleaseRecord, col(ReleaseRecord.id) == Deployment.release_id)
-        .where(
-            col(DeploymentTarget.published_at).is_(None),
-            DeploymentTarget.sequence == Device.directive_sequence,
-            DeploymentTarget.directive_expires_at > utcnow(),
-        )
+        .where(*conditions)
         .order_by(DeploymentTarget.id)  # type: ignore[arg-type]
     )
     return [

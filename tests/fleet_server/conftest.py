@@ -107,7 +107,10 @@ def api_factory(tmp_path: Path) -> Iterator[Callable[..., Api]]:
         client = TestClient(create_app(make_settings(directory, **overrides)))
         client.__enter__()
         clients.append(client)
-        return Api(client, tmp_path)
+        api = Api(client, tmp_path)
+        if "mqtt_url" not in overrides:
+            assert api.runtime.bridge.wait_connected(10), "the bridge did not connect to the embedded broker"
+        return api
 
     try:
         yield start
@@ -121,4 +124,6 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     """One app shared by a test module (embedded broker on a free port)."""
     directory = tmp_path_factory.mktemp("server")
     with TestClient(create_app(make_settings(directory / "data"))) as client:
-        yield Api(client, directory)
+        api = Api(client, directory)
+        assert api.runtime.bridge.wait_connected(10), "the bridge did not connect to the embedded broker"
+        yield api

@@ -90,3 +90,40 @@ def test_server_on_the_embedded_broker_delivers_directives(api: Api) -> None:
         assert api.get("/health").json() == {"status": "ok", "mqtt_connected": True}
     finally:
         device.close()
+
+
+def test_restart_restores_retained_directives(tmp_path) -> None:
+    from fastapi.testclient import TestClient
+
+    from fleet_server.app import create_app
+    from tests.fleet_server.conftest import make_settings
+
+    data_dir = tmp_path / "restart"
+    with TestClient(create_app(make_settings(data_dir))) as client:
+        first = Api(client, tmp_path)
+        first.enroll("eb-restart")
+        release = first.released_model("eb-restart-model")
+        response = first.post("/deployments", json={"release": {"name": "eb-restart-model",
+                                                                "version": release["version"]},
+                                                    "device_ids": ["eb-restart"]})
+        assert response.status_code == 201
+    with TestClient(create_app(make_settings(data_dir))) as client:
+        second = Api(client, tmp_path)
+        assert second.runtime.bridge.wait_connected(10)
+        address = second.runtime.broker_address
+        topic = device_topic("eb-restart", TopicKind.DIRECTIVE)
+        observer = TestMqttClient(address.host, address.port, "eb-restart-observer")
+        try:
+            observer.subscribe(topic)
+            observer.next_message()  # live or retained, depending on who was first: the restore happened
+        finally:
+            observer.close()
+        device = TestMqttClient(address.host, address.port, "eb-restart", clean_session=False,
+                                username="eb-restart", password="x")
+        try:
+            device.subscribe(topic)
+            message = device.next_message()
+            assert message.retain
+            assert DirectiveMessage.decode(message.payload).directive["signed"]["sequence"] == 1
+        finally:
+            device.close()
