@@ -1,13 +1,17 @@
-"""A local artifact server for agent tests: ``GET /api/v1/artifacts/{sha256}`` with Range.
+"""A local stand-in for the fleet server's device-facing HTTP API, for agent tests.
 
-Standard library only. Faults can be injected per test: cut the connection
-after N bytes, stall, send extra bytes, corrupt a byte, or answer a status.
-Every request's headers are recorded so tests can assert on ``Range``.
+``GET /api/v1/artifacts/{sha256}`` serves blobs with Range support; faults can
+be injected per test: cut the connection after N bytes, stall, send extra
+bytes, corrupt a byte, or answer a status. Every request's headers are
+recorded so tests can assert on ``Range``. ``POST /api/v1/devices/enroll``
+follows the enrollment contract (201/200, 401 on a bad bootstrap token, 422).
+Standard library only.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import threading
 import time
@@ -37,8 +41,13 @@ class Faults:
 
 
 class ArtifactServer:
-    def __init__(self, token: str = "device-secret") -> None:
+    def __init__(self, token: str = "device-secret", bootstrap_token: str = "bootstrap",
+                 root_document: dict | None = None, mqtt_url: str = "mqtt://127.0.0.1:1") -> None:
         self.token = token
+        self.bootstrap_token = bootstrap_token
+        self.root_document = root_document
+        self.mqtt_url = mqtt_url
+        self.enrollments: list[dict] = []
         self.blobs: dict[str, bytes] = {}
         self.requests: list[dict[str, str]] = []
         self.faults = Faults()
@@ -129,6 +138,30 @@ class ArtifactServer:
                     return None
                 self.wfile.write(body)
                 return None
+
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                if self.path != "/api/v1/devices/enroll":
+                    return self._plain(404)
+                request = json.loads(body)
+                if request.get("bootstrap_token") != server.bootstrap_token:
+                    return self._plain(401)
+                if not isinstance(request.get("ram_mb"), int) or not request.get("device_id"):
+                    return self._json(422, {"detail": [{"loc": ["body", "ram_mb"], "msg": "bad value"}]})
+                known = any(e["device_id"] == request["device_id"] for e in server.enrollments)
+                server.enrollments.append(request)
+                return self._json(200 if known else 201, {
+                    "device_id": request["device_id"], "credential": server.token, "mqtt_url": server.mqtt_url,
+                    "root": server.root_document, "artifact_base_url": None,
+                })
+
+            def _json(self, status: int, document: object) -> None:
+                body = json.dumps(document).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
 
             def _plain(self, status: int, headers: dict[str, str] | None = None) -> None:
                 body = b'{"detail":"test"}'
