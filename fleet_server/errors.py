@@ -127,3 +127,7 @@ class EmbeddedBrokerError(MqttError):
 
 class ConfigurationError(FleetServerError):
     """A server setting (``EDGEFLEET_*``) has an unusable value."""
+
+
+class DatabaseUnavailableError(FleetServerError):
+    """The database cannot be opened or migrated."""

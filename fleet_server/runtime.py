@@ -6,12 +6,14 @@ import logging
 from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
 
 from agent.storage import fsync_directory
 from fleet_server.core.config import Settings
 from fleet_server.core.db import create_db_engine
 from fleet_server.core.schema import upgrade_schema
 from fleet_server.core.security import load_or_create_secret
+from fleet_server.errors import DatabaseUnavailableError
 from fleet_server.keyring import ROOT_FILE, Keyring, init_keyring, load_keyring
 from fleet_server.mqtt.bridge import MqttBridge
 from fleet_server.mqtt.broker_url import BrokerAddress, parse_mqtt_url
@@ -80,7 +82,12 @@ def start_runtime(settings: Settings) -> ServerRuntime:
     embedded: EmbeddedBroker | None = None
     bridge: MqttBridge | None = None
     try:
-        upgrade_schema(engine)
+        try:
+            upgrade_schema(engine)
+        except OperationalError as exc:
+            raise DatabaseUnavailableError(f"cannot open or migrate the database "
+                                           f"{engine.url.render_as_string(hide_password=True)}: "
+                                           f"{str(exc.orig or exc).strip()}") from None
         keyring = open_keyring(settings)
         artifacts = ArtifactStore(settings.resolved_artifact_dir)
         artifacts.prepare()

@@ -76,3 +76,14 @@ def test_bad_setting_names_the_variable(tmp_path: Path) -> None:
     result = run_server_command(tmp_path, EDGEFLEET_MAX_UPLOAD_BYTES="lots")
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "error: invalid setting EDGEFLEET_MAX_UPLOAD_BYTES" in result.stderr
+
+
+def test_unusable_database_is_one_error_line(tmp_path: Path) -> None:
+    result = run_server_command(tmp_path, EDGEFLEET_DATABASE_URL="nosuchdb://x")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "error: invalid EDGEFLEET_DATABASE_URL" in result.stderr
+    port = free_port()  # nothing listens there
+    result = run_server_command(tmp_path, EDGEFLEET_DATABASE_URL=f"postgresql+psycopg://u:secretpw@127.0.0.1:{port}/db")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "error: cannot open or migrate the database" in result.stderr
+    assert "secretpw" not in result.stderr

@@ -3,6 +3,7 @@
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Annotated
 
 from fastapi import APIRouter, Request, Response, status
 from fastapi import Path as PathParam
@@ -18,7 +19,7 @@ logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/artifacts", tags=["artifacts"], responses=ERROR_RESPONSES)
 
 CHUNK_BYTES = 256 * 1024
-Sha256Param = PathParam(pattern=f"^{SHA256_PATTERN}$", description="sha256 of the content, lowercase hex")
+Sha256Param = Annotated[str, PathParam(pattern=f"^{SHA256_PATTERN}$", description="sha256 of the content, hex")]
 DOWNLOAD_RESPONSES: dict[int | str, dict] = {
     200: {"content": {"application/octet-stream": {}}, "description": "The whole artifact."},
     206: {"content": {"application/octet-stream": {}}, "description": "The requested byte range."},
@@ -65,8 +66,8 @@ def _plan(request: Request, sha256: str, size: int) -> tuple[int, ByteRange | No
 
 
 @router.get("/{sha256}", response_class=StreamingResponse, responses=DOWNLOAD_RESPONSES)
-def download_artifact(request: Request, runtime: RuntimeDep, caller: ArtifactReaderDep,
-                      sha256: str = Sha256Param) -> Response:
+def download_artifact(sha256: Sha256Param, request: Request, runtime: RuntimeDep,
+                      caller: ArtifactReaderDep) -> Response:
     path, size = _locate(runtime, sha256)
     status_code, byte_range, headers = _plan(request, sha256, size)
     if status_code == status.HTTP_304_NOT_MODIFIED:
@@ -79,8 +80,8 @@ def download_artifact(request: Request, runtime: RuntimeDep, caller: ArtifactRea
 
 
 @router.head("/{sha256}", responses=DOWNLOAD_RESPONSES)
-def artifact_headers(request: Request, runtime: RuntimeDep, _caller: ArtifactReaderDep,
-                     sha256: str = Sha256Param) -> Response:
+def artifact_headers(sha256: Sha256Param, request: Request, runtime: RuntimeDep,
+                     _caller: ArtifactReaderDep) -> Response:
     _path, size = _locate(runtime, sha256)
     status_code, _range, headers = _plan(request, sha256, size)
     return Response(status_code=status_code, headers=headers, media_type="application/octet-stream")

@@ -1,5 +1,7 @@
 """Deployments: send a release to devices (by ids and/or tags), list and show per-device state."""
 
+from typing import Annotated
+
 from fastapi import APIRouter, Query, status
 
 from fleet_server.api.deps import OperatorDep, RuntimeDep, SessionDep
@@ -22,8 +24,9 @@ def create_deployment(body: DeploymentCreate, runtime: RuntimeDep, session: Sess
 
 
 @router.get("", response_model=list[DeploymentSummary])
-def list_deployments(session: SessionDep, _operator: OperatorDep, limit: int = Query(default=100, ge=1, le=1000),
-                     offset: int = Query(default=0, ge=0)) -> list[DeploymentSummary]:
+def list_deployments(session: SessionDep, _operator: OperatorDep,
+                     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+                     offset: Annotated[int, Query(ge=0)] = 0) -> list[DeploymentSummary]:
     return deployments.list_deployments(session, limit, offset)
 
 

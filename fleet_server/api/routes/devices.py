@@ -1,5 +1,7 @@
 """Devices: enrollment with the bootstrap token, list and show."""
 
+from typing import Annotated
+
 from fastapi import APIRouter, Query, Request, Response, status
 
 from fleet_server.api.deps import OperatorDep, RuntimeDep, SessionDep
@@ -30,7 +32,7 @@ def enroll(body: DeviceEnroll, request: Request, response: Response, runtime: Ru
 
 @router.get("", response_model=list[DevicePublic])
 def list_devices(session: SessionDep, _operator: OperatorDep,
-                 tag: str | None = Query(default=None, pattern=f"^{TAG_PATTERN}$")) -> list[DevicePublic]:
+                 tag: Annotated[str | None, Query(pattern=f"^{TAG_PATTERN}$")] = None) -> list[DevicePublic]:
     return devices.list_devices(session, tag)
 
 

@@ -1,5 +1,7 @@
 """Signed releases: sign a model version with the release key, list and fetch them."""
 
+from typing import Annotated
+
 from fastapi import APIRouter, Query, Response, status
 
 from fleet_server.api.deps import OperatorDep, RuntimeDep, SessionDep
@@ -21,7 +23,7 @@ def create_release(body: ReleaseCreate, runtime: RuntimeDep, session: SessionDep
 
 @router.get("", response_model=list[ReleaseSummary])
 def list_releases(session: SessionDep, _operator: OperatorDep,
-                  name: str | None = Query(default=None, max_length=128)) -> list[ReleaseSummary]:
+                  name: Annotated[str | None, Query(max_length=128)] = None) -> list[ReleaseSummary]:
     return releases.list_releases(session, name)
 
 
