@@ -12,7 +12,11 @@ ensure_venv .venv "agent,server,compress,dev"
 status=0
 
 section "ruff"
-.venv/bin/ruff check agent fleet_server compression tests bench || status=1
+lint_paths=()
+for path in agent fleet_server compression tests bench; do
+    [[ -e "$path" ]] && lint_paths+=("$path")  # git keeps no empty directories
+done
+.venv/bin/ruff check "${lint_paths[@]}" || status=1
 
 section "pytest"
 .venv/bin/python -m pytest "$@" || status=1
