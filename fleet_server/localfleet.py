@@ -5,45 +5,19 @@ real executables exactly as an operator would start them.
 """
 
 import json
-import logging
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from fleet_server.errors import FleetServerError
+from fleet_server.processes import ManagedProcess, free_port, wait_until
 
-logger = logging.getLogger(__name__)
 BIN_DIR = Path(sys.executable).parent
-
-
-class LocalFleetError(FleetServerError):
-    """A local server or agent process failed to start or misbehaved."""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise LocalFleetError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
 
 
 def http_json(url: str, timeout: float = 2.0) -> Any | None:
@@ -55,63 +29,8 @@ def http_json(url: str, timeout: float = 2.0) -> Any | None:
         return None
 
 
-@dataclass
-class ManagedProcess:
-    """A child process in its own process group, logging to a file."""
-
-    name: str
-    argv: list[str]
-    log_path: Path
-    env: dict[str, str] = field(default_factory=dict)
-    process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        if self.running:
-            raise LocalFleetError(f"{self.name} is already running")
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")
-        try:
-            self.process = subprocess.Popen(
-                self.argv, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env},
-                start_new_session=True,
-            )
-        finally:
-            log.close()
-        logger.debug("localfleet event=started name=%s pid=%s", self.name, self.process.pid)
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def stop(self, timeout: float = 10.0) -> int | None:
-        """SIGTERM, then SIGKILL after ``timeout``; returns the exit code."""
-        if self.process is None:
-            return None
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        return self.process.wait()
-
-    def kill(self) -> None:
-        """SIGKILL the whole process group: a power cut, as far as the process can tell."""
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def check_alive(self) -> None:
-        if self.process is not None and self.process.poll() is not None:
-            raise LocalFleetError(
-                f"{self.name} exited with code {self.process.returncode}; last log lines:\n{self.log_tail()}"
-            )
+class LocalFleetError(FleetServerError):
+    """A local agent could not be enrolled."""
 
 
 @dataclass
@@ -138,7 +57,7 @@ class LocalServer:
             **self.extra_env,
         }
         argv = [str(BIN_DIR / "edgefleet"), "server", "--host", "127.0.0.1", "--port", str(self.port)]
-        self.process = ManagedProcess("server", argv, self.data_dir / "server.log", env)
+        self.process = ManagedProcess("server", argv, self.data_dir / "server.log", {**os.environ, **env})
         self.process.start()
         self.wait_ready(timeout)
 
@@ -178,7 +97,9 @@ class LocalAgent:
 
     def start(self) -> None:
         argv = self._argv("run", "--inference-port", str(self.inference_port))
-        self.process = ManagedProcess(f"agent-{self.device_id}", argv, self.data_dir / "agent.log", self.extra_env)
+        self.process = ManagedProcess(
+            f"agent-{self.device_id}", argv, self.data_dir / "agent.log", {**os.environ, **self.extra_env}
+        )
         self.process.start()
 
     @property

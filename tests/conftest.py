@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from fleet_server.processes import ManagedProcess
 from tests.helpers.mosquitto import MosquittoBroker, MosquittoNotFoundError, find_mosquitto
-from tests.helpers.processes import ManagedProcess
 
 LOG_TAIL_LINES = 60
 

@@ -20,9 +20,9 @@ import pytest
 
 from agent.protocol.messages import PresenceMessage, StatusMessage
 from agent.protocol.topics import TopicKind, device_topic
+from fleet_server.processes import ManagedProcess, wait_until
 from tests.agent.artifact_server import ArtifactServer
 from tests.agent.signing import LABELS, SAMPLE, MiniFleet, distinct_onnx, onnx_variant
-from tests.helpers.processes import ManagedProcess, wait_until
 
 AGENT = [sys.executable, "-m", "agent.cli"]
 

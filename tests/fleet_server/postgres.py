@@ -12,7 +12,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from tests.helpers.processes import LOOPBACK, free_port, wait_for_port
+from fleet_server.processes import LOOPBACK, free_port, wait_for_port
 
 PG_BIN = Path(os.environ.get("EDGEFLEET_PG_BIN", "/usr/lib/postgresql/15/bin"))
 DATABASE_USER = "edgefleet"

@@ -9,7 +9,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from tests.helpers.processes import free_port, wait_until
+from fleet_server.processes import free_port, wait_until
 
 EDGEFLEET = Path(sys.executable).parent / "edgefleet"
 

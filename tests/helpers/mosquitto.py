@@ -10,7 +10,7 @@ import os
 import shutil
 from pathlib import Path
 
-from tests.helpers.processes import LOOPBACK, ManagedProcess, free_port, wait_for_port
+from fleet_server.processes import LOOPBACK, ManagedProcess, free_port, wait_for_port
 
 MOSQUITTO_CANDIDATES = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
 INSTALL_HINT = "install it with 'apt-get install mosquitto' or run scripts/test.sh as root"

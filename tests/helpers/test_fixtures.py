@@ -10,8 +10,8 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
+from fleet_server.processes import ManagedProcess, ProcessFailedError, free_port, port_accepts, wait_until
 from tests.helpers.mosquitto import MosquittoBroker
-from tests.helpers.processes import ManagedProcess, ProcessFailedError, free_port, port_accepts, wait_until
 
 
 class Inbox:
