@@ -46,7 +46,7 @@ class AgentDaemon:
         if config.device_id and config.device_id != device_id:
             log.warning("event=device_id_ignored configured=%s enrolled=%s", config.device_id, device_id)
         self.facts = device_facts(device_id, config)
-        root = load_root(data_dir)
+        root = load_root(data_dir, allow_expired=True)
         self.service = InferenceService()
         self.slots = SlotStore(data_dir / "slots")
         self.link = MqttLink(device_id, self.enrollment.credential, config.mqtt_url or self.enrollment.mqtt_url,

@@ -8,6 +8,8 @@ cancelled, or ``max_attempts`` attempts in a row made no progress. A transfer
 that delivers no byte for ``stall_timeout_s`` counts as failed. The server may
 never deliver more than the signed length: that, or a different total size,
 is an ``ArtifactMismatchError`` (the bytes cannot be the signed artifact).
+Cancellation (a newer directive, shutdown) is checked between chunks, so it
+takes effect at the next chunk, or after ``stall_timeout_s`` on a dead link.
 """
 
 import hashlib

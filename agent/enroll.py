@@ -14,13 +14,14 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from agent.errors import EnrollmentError, NotEnrolledError, ServerUnreachableError, StateFileError
 from agent.protocol.canonical import canonical_sha256
-from agent.protocol.errors import ProtocolError
+from agent.protocol.envelope import Envelope
+from agent.protocol.errors import ExpiredError, ProtocolError
 from agent.protocol.metadata import Root
 from agent.protocol.verify import DeviceFacts, load_trusted_root, verify_root_update
 from agent.storage import atomic_write_json
@@ -77,13 +78,25 @@ def read_root_document(data_dir: Path) -> dict[str, Any] | None:
         raise StateFileError(f"cannot read {path}: {exc}") from None
 
 
-def load_root(data_dir: Path, now: datetime | None = None) -> Root:
-    """The trusted root from ``root.json``, verified against itself."""
+def load_root(data_dir: Path, now: datetime | None = None, allow_expired: bool = False) -> Root:
+    """The trusted root from ``root.json``, verified against itself.
+
+    ``allow_expired`` lets a device whose root expired keep running (and serving its model);
+    the updater then rejects every directive until a new root is provisioned.
+    """
     document = read_root_document(data_dir)
     if document is None:
         raise NotEnrolledError(f"{data_dir} holds no trusted root ({ROOT_FILE})")
     try:
-        return load_trusted_root(document, now or datetime.now(UTC))
+        try:
+            return load_trusted_root(document, now or datetime.now(UTC))
+        except ExpiredError:
+            if not allow_expired:
+                raise
+            expires = Root.from_dict(Envelope.from_dict(document, "root").signed).expires
+            log.error("event=root_expired expires=%s detail='directives are rejected until a new root is provisioned'",
+                      expires.isoformat())
+            return load_trusted_root(document, expires - timedelta(seconds=1))
     except ProtocolError as exc:
         raise StateFileError(f"{ROOT_FILE} is not a valid root: {type(exc).__name__}: {exc}") from None
 

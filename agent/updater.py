@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from agent.deployment import DeploymentTracker
 from agent.errors import AgentError
 from agent.job import Job, claimed_identity, rebuild_job
-from agent.protocol.errors import ProtocolError, ReplayError
+from agent.protocol.errors import ExpiredError, ProtocolError, ReplayError
 from agent.protocol.messages import DirectiveMessage
 from agent.protocol.metadata import Root
 from agent.protocol.verify import DeviceFacts, verify_update
@@ -119,6 +119,8 @@ class Updater:
         try:
             message = DirectiveMessage.decode(payload)
             directive_document = message.directive
+            if now >= self.root.expires:
+                raise ExpiredError(f"the trusted root expired at {self.root.expires.isoformat()}")
             update = verify_update(self.root, message.directive, message.release, self.facts, last, now)
         except ReplayError as exc:
             log.info("event=directive_ignored reason=replay detail=%r", str(exc))

@@ -31,6 +31,7 @@ class Faults:
     status: int | None = None  # answer this status instead of the file
     ignore_range: bool = False  # answer 200 with the whole file even when a Range was asked
     chunk_delay_s: float = 0.0  # send the body in 4 KiB pieces with this pause between them (a slow link)
+    slow_blobs: set[str] = field(default_factory=set)  # limit chunk_delay_s to these sha256s (empty: all)
     used: set[str] = field(default_factory=set)
 
     def once(self, name: str) -> bool:
@@ -127,7 +128,7 @@ class ArtifactServer:
                     time.sleep(faults.stall_seconds)
                     self.close_connection = True
                     return None
-                if faults.chunk_delay_s:
+                if faults.chunk_delay_s and (not faults.slow_blobs or sha256 in faults.slow_blobs):
                     try:
                         for offset in range(0, len(body), 4096):
                             self.wfile.write(body[offset:offset + 4096])

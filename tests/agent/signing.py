@@ -60,7 +60,7 @@ def onnx_variant(data: bytes, name: str = "onnx-fp32", runtime: Runtime = Runtim
 class MiniFleet:
     """Keys for the three roles, a signed root, and builders for releases and directives."""
 
-    def __init__(self, device_id: str = DEVICE_ID) -> None:
+    def __init__(self, device_id: str = DEVICE_ID, root_expires: datetime | None = None) -> None:
         self.device_id = device_id
         self.root_key = generate_private_key()
         self.release_key = generate_private_key()
@@ -68,7 +68,7 @@ class MiniFleet:
         keys = [self.root_key, self.release_key, self.rollout_key]
         self.root = Root(
             version=1,
-            expires=now() + timedelta(days=365),
+            expires=root_expires or now() + timedelta(days=365),
             keys={key_id(key): public_key_hex(key) for key in keys},
             roles={
                 Role.ROOT: RoleSpec((key_id(self.root_key),), 1),

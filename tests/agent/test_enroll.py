@@ -3,12 +3,13 @@
 import json
 import stat
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from agent.enroll import ENROLLMENT_FILE, ROOT_FILE, enroll, load_enrollment, load_root
-from agent.errors import EnrollmentError, NotEnrolledError, ServerUnreachableError
+from agent.errors import EnrollmentError, NotEnrolledError, ServerUnreachableError, StateFileError
 from agent.facts import available_runtimes, sanitized_hostname, total_ram_mb
 from agent.protocol.envelope import sign_envelope
 from tests.agent.artifact_server import ArtifactServer
@@ -78,6 +79,14 @@ def test_a_root_that_does_not_verify_is_refused(fleet: MiniFleet, server: Artifa
     server.root_document = sign_envelope(fleet.root.to_dict(), [fleet.rollout_key]).to_dict()
     with pytest.raises(EnrollmentError, match="server's root is invalid"):
         enroll(server.url, "bootstrap", fleet.facts(), (), "0.1.0", tmp_path)
+
+
+def test_an_expired_root_loads_only_when_allowed(tmp_path: Path) -> None:
+    expired = MiniFleet(root_expires=datetime.now(UTC) - timedelta(days=1))
+    (tmp_path / ROOT_FILE).write_text(json.dumps(expired.root_document))
+    with pytest.raises(StateFileError, match="ExpiredError"):
+        load_root(tmp_path)
+    assert load_root(tmp_path, allow_expired=True) == expired.root
 
 
 def test_loading_before_enrolling(tmp_path: Path) -> None:

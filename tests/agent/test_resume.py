@@ -195,7 +195,7 @@ def test_a_stored_directive_that_no_longer_verifies_fails_cleanly(fleet: MiniFle
 def test_stop_pauses_a_download_that_the_next_start_resumes(fleet: MiniFleet, server: ArtifactServer,
                                                             tmp_path: Path) -> None:
     rig = make_rig(fleet, server, tmp_path)
-    server.faults.chunk_delay_s = 0.3
+    server.faults.chunk_delay_s = 2.0
     rig.updater.start()
     rig.updater.submit(fleet.message(release(rig, 1)))
     rig.publisher.wait_for(1, "downloading")

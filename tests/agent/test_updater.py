@@ -21,6 +21,7 @@ from tests.agent.signing import (
     TFLITE_OUTPUTS,
     MiniFleet,
     distinct_onnx,
+    now,
     onnx_variant,
 )
 from tests.agent.updater_rig import Rig, make_rig
@@ -121,6 +122,34 @@ def test_an_expired_directive_is_rejected(rig: Rig) -> None:
     rig.deploy(rig.fleet.message(onnx_release(rig, 1), expires_in=timedelta(seconds=-10)))
     assert rig.publisher.states(1) == ["rejected"]
     assert rig.publisher.last(1).reason.startswith("ExpiredError")
+
+
+def test_directives_are_rejected_once_the_trusted_root_expired(server: ArtifactServer, tmp_path: Path) -> None:
+    fleet = MiniFleet(root_expires=now() + timedelta(seconds=1))
+    rig = make_rig(fleet, server, tmp_path / "agent")
+    payload = fleet.message(onnx_release(rig, 1))
+    rig.updater.accept(payload, now=now() + timedelta(seconds=5))
+    assert rig.publisher.states(1) == ["rejected"]
+    assert rig.publisher.last(1).reason.startswith("ExpiredError: the trusted root expired")
+
+
+def test_a_forged_directive_during_a_deployment_is_reported_without_disturbing_it(rig: Rig) -> None:
+    first = onnx_release(rig, 1)
+    rig.server.faults.chunk_delay_s = 2.0
+    rig.server.faults.slow_blobs = {first["signed"]["variants"][0]["sha256"]}
+    rig.updater.start()
+    try:
+        rig.updater.submit(rig.fleet.message(first))
+        rig.publisher.wait_for(1, "downloading")
+        rig.updater.submit(rig.fleet.message(onnx_release(rig, 2), sequence=50, key=generate_private_key()))
+        rig.publisher.wait_for(50, "rejected")
+        rig.server.faults.chunk_delay_s = 0.0
+        rig.publisher.wait_for(1, "succeeded")
+    finally:
+        rig.updater.stop()
+    assert rig.publisher.states(1) == INSTALL_STATES
+    record = StateStore(rig.data_dir).load()
+    assert (record.state, record.sequence, record.last_accepted_sequence) == (State.SUCCEEDED, 1, 1)
 
 
 def test_a_release_without_a_fitting_variant_is_rejected(fleet: MiniFleet, server: ArtifactServer,
@@ -230,13 +259,13 @@ def test_a_queued_older_directive_is_superseded(rig: Rig) -> None:
 
 
 def test_a_newer_directive_cancels_a_running_download(rig: Rig) -> None:
-    rig.server.faults.chunk_delay_s = 1.0  # 4 KiB a second: the download outlasts the test
     slow = onnx_release(rig, 1)
+    rig.server.faults.chunk_delay_s = 2.0  # 4 KiB every 2 s: this download outlasts the test
+    rig.server.faults.slow_blobs = {slow["signed"]["variants"][0]["sha256"]}
     rig.updater.start()
     try:
         rig.updater.submit(rig.fleet.message(slow))
         rig.publisher.wait_for(1, "downloading")
-        rig.server.faults.chunk_delay_s = 0.0
         rig.updater.submit(rig.fleet.message(onnx_release(rig, 2)))
         assert rig.publisher.wait_for(1, "failed").reason == "superseded by directive 2"
         rig.publisher.wait_for(2, "succeeded")
