@@ -6,12 +6,16 @@ it to the end, so ``swap`` never drops a request in flight: the old model
 keeps serving the requests that already hold it and is freed after the last
 one. The updater swaps only after the new model passed its health check.
 
-Applications that embed the agent call ``predict({"input": array})``.
+Applications that embed the agent call ``predict({"input": array})``. Every
+request (in-process or KServe) runs through ``run``, which times it and hands
+the result to the observers (telemetry, the shadow runner); an observer must
+only record or enqueue, never block.
 """
 
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +27,10 @@ from agent.runtimes import LoadedModel, load_model
 from agent.slots import SlotInfo
 
 log = logging.getLogger(__name__)
+
+# observer(served, inputs, outputs or None on error, latency in ms, the error or None)
+InferenceObserver = Callable[["ServedModel", Mapping[str, np.ndarray], "dict[str, np.ndarray] | None", float,
+                              "Exception | None"], None]
 
 
 @dataclass(frozen=True)
@@ -76,6 +84,11 @@ class InferenceService:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._served: ServedModel | None = None
+        self._observers: list[InferenceObserver] = []
+
+    def add_observer(self, observer: InferenceObserver) -> None:
+        """Call ``observer`` after every request ``run`` served (on the request's thread)."""
+        self._observers.append(observer)
 
     def current(self) -> ServedModel | None:
         with self._lock:
@@ -119,4 +132,23 @@ class InferenceService:
         """Run the served model on ``inputs`` (validated against its input schema)."""
         served = self.resolve(name)
         validate_inputs(served.inputs, inputs)
-        return served.model.predict(inputs)
+        return self.run(served, inputs)
+
+    def run(self, served: ServedModel, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run ``served`` on validated ``inputs``, timed and reported to the observers."""
+        started = time.perf_counter()
+        try:
+            outputs = served.model.predict(inputs)
+        except Exception as exc:
+            self._notify(served, inputs, None, (time.perf_counter() - started) * 1000.0, exc)
+            raise
+        self._notify(served, inputs, outputs, (time.perf_counter() - started) * 1000.0, None)
+        return outputs
+
+    def _notify(self, served: ServedModel, inputs: Mapping[str, np.ndarray], outputs: dict[str, np.ndarray] | None,
+                latency_ms: float, error: Exception | None) -> None:
+        for observer in self._observers:
+            try:
+                observer(served, inputs, outputs, latency_ms, error)
+            except Exception:  # an observer must never fail a request
+                log.exception("event=inference_observer_failed")

@@ -92,7 +92,7 @@ class KServeHandler(BaseHTTPRequestHandler):
             served = self.server.service.resolve(match["name"], match["version"])
             request = decode_infer_request(body, served, self.server.max_request_bytes)
             validate_inputs(served.inputs, request.inputs)
-            outputs = served.model.predict(request.inputs)
+            outputs = self.server.service.run(served, request.inputs)
             self._send(200, encode_infer_response(served, request, outputs))
         except ModelNotReadyError as exc:
             self._error(404, str(exc))
