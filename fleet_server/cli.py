@@ -117,13 +117,13 @@ def demo(
 
 
 def main() -> None:
-    """Console entry point: EdgeFleet errors become ``error: ...`` and a hint, exit code 1."""
+    """Console entry point: EdgeFleet errors become ``error: ...`` and a hint, and an exit code."""
     try:
         app(prog_name="edgefleet")
     except EdgeFleetError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        typer.echo(f"hint: {getattr(exc, 'hint', '') or DEFAULT_HINT}", err=True)
-        raise SystemExit(1) from None
+        from fleet_server.cli_context import report_error  # exit codes: 1 refused, 2 usage, 3 unreachable
+
+        raise SystemExit(report_error(exc)) from None
 
 
 if __name__ == "__main__":

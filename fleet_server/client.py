@@ -4,6 +4,7 @@ import json
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -18,6 +19,10 @@ class FleetClientError(FleetServerError):
     def __init__(self, message: str, status_code: int | None = None) -> None:
         super().__init__(message)
         self.status_code = status_code
+
+
+class FleetServerUnreachableError(FleetClientError):
+    """No HTTP answer from the server (down, wrong address, timeout) or an answer that is not the API's."""
 
 
 class FleetClient:
@@ -37,17 +42,28 @@ class FleetClient:
         self.close()
 
     def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self._decode(self._send(method, path, **kwargs), method, path)
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """The 2xx response; ``FleetClientError`` for an error status, unreachable for no answer."""
         try:
             response = self._http.request(method, f"/api/v1{path}", **kwargs)
         except httpx.HTTPError as exc:
-            raise FleetClientError(f"cannot reach the fleet server at {self.base_url}: {exc}") from exc
+            raise FleetServerUnreachableError(f"cannot reach the fleet server at {self.base_url}: {exc}") from exc
         if response.status_code >= 400:
             try:
                 detail = response.json().get("detail", response.text)
-            except ValueError:
+            except (ValueError, AttributeError):
                 detail = response.text
             raise FleetClientError(f"{method} {path} -> {response.status_code}: {detail}", response.status_code)
-        return response.json() if response.content else None
+        return response
+
+    def _decode(self, response: httpx.Response, method: str, path: str) -> Any:
+        try:
+            return response.json() if response.content else None
+        except ValueError:
+            raise FleetServerUnreachableError(f"{self.base_url} answered {method} {path} with something that is "
+                                              "not JSON: is it an EdgeFleet server?") from None
 
     def health(self) -> dict[str, Any]:
         return self._request("GET", "/health")
@@ -94,3 +110,37 @@ class FleetClient:
             if time.monotonic() > deadline:
                 raise FleetClientError(f"deployment {deployment_id} not finished after {timeout:.0f}s: {states}")
             time.sleep(interval)
+
+    # -- registry, releases and devices (the operator CLI's read and admin commands) --
+
+    def models(self) -> list[dict[str, Any]]:
+        return self._request("GET", "/models")
+
+    def model(self, name: str) -> dict[str, Any]:
+        return self._request("GET", f"/models/{quote(name, safe='')}")
+
+    def model_versions(self, name: str) -> list[dict[str, Any]]:
+        return self._request("GET", f"/models/{quote(name, safe='')}/versions")
+
+    def model_version(self, name: str, version: int) -> dict[str, Any]:
+        return self._request("GET", f"/models/{quote(name, safe='')}/versions/{version}")
+
+    def releases(self, name: str | None = None) -> list[dict[str, Any]]:
+        return self._request("GET", "/releases", params={"name": name} if name else None)
+
+    def release(self, name: str, version: int) -> dict[str, Any]:
+        return self._request("GET", f"/releases/{quote(name, safe='')}/{version}")
+
+    def device_page(self, **filters: Any) -> tuple[list[dict[str, Any]], int]:
+        """Devices matching ``filters`` (tag, online, state, model, limit, offset) and the total match count."""
+        params = {key: value for key, value in filters.items() if value is not None}
+        response = self._send("GET", "/devices", params=params)
+        rows = self._decode(response, "GET", "/devices")
+        return rows, int(response.headers.get("X-Total-Count", len(rows)))
+
+    def revoke_device(self, device_id: str, reason: str = "") -> dict[str, Any]:
+        return self._request("POST", f"/devices/{quote(device_id, safe='')}/revoke", json={"reason": reason})
+
+    def tag_device(self, device_id: str, add: list[str], remove: list[str]) -> dict[str, Any]:
+        return self._request("PATCH", f"/devices/{quote(device_id, safe='')}/tags",
+                             json={"add": add, "remove": remove})
