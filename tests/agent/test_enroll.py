@@ -3,7 +3,7 @@
 import json
 import stat
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -13,7 +13,7 @@ from agent.errors import EnrollmentError, NotEnrolledError, ServerUnreachableErr
 from agent.facts import available_runtimes, sanitized_hostname, total_ram_mb
 from agent.protocol.envelope import sign_envelope
 from tests.agent.artifact_server import ArtifactServer
-from tests.agent.signing import MiniFleet
+from tests.agent.signing import MiniFleet, now
 
 
 @pytest.fixture
@@ -82,7 +82,7 @@ def test_a_root_that_does_not_verify_is_refused(fleet: MiniFleet, server: Artifa
 
 
 def test_an_expired_root_loads_only_when_allowed(tmp_path: Path) -> None:
-    expired = MiniFleet(root_expires=datetime.now(UTC) - timedelta(days=1))
+    expired = MiniFleet(root_expires=now() - timedelta(days=1))
     (tmp_path / ROOT_FILE).write_text(json.dumps(expired.root_document))
     with pytest.raises(StateFileError, match="ExpiredError"):
         load_root(tmp_path)
