@@ -19,7 +19,7 @@ def alembic_config() -> Config:
     return config
 
 
-def upgrade_schema(engine: Engine, revision: str = "head") -> None:
+def upgrade_schema(engine: Engine, revision: str = "heads") -> None:
     config = alembic_config()
     with engine.begin() as connection:
         config.attributes["connection"] = connection
