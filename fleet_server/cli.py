@@ -11,11 +11,17 @@ from agent.protocol.errors import EdgeFleetError
 from agent.protocol.fields import format_time
 from agent.protocol.keys import key_id
 from agent.protocol.metadata import Role
+from fleet_server.cli_device import device_app
+from fleet_server.cli_model import model_app
+from fleet_server.cli_release import release_app
 from fleet_server.keyring import Keyring, init_keyring, load_keyring
 
 app = typer.Typer(no_args_is_help=True, help="EdgeFleet: signed ML model rollouts to edge devices.")
 keys_app = typer.Typer(no_args_is_help=True, help="Create and inspect the signing keys (root, release, rollout).")
 app.add_typer(keys_app, name="keys")
+app.add_typer(device_app, name="device")
+app.add_typer(model_app, name="model")
+app.add_typer(release_app, name="release")
 
 DEFAULT_HINT = "run 'edgefleet --help' for usage"
 

@@ -156,3 +156,8 @@ def _public(session: Session, device: Device, tags: list[str], with_latest: bool
 
 def _valid_models(models: Any) -> list[dict[str, Any]]:
     return [model for model in models or [] if isinstance(model, dict)]
+
+
+# Public names for the list queries in fleet_server/services/device_query.py.
+tags_by_device = _tags_by_device
+public_view = _public
