@@ -33,24 +33,24 @@ find_tool() {
 
 missing_system_tools() {
     local tool
-    for tool in mosquitto initdb pg_ctl; do
+    for tool in mosquitto initdb pg_ctl nginx; do
         find_tool "$tool" >/dev/null || printf '%s ' "$tool"
     done
 }
 
-# Installs Mosquitto and PostgreSQL from Debian's packages when they are missing (root only).
-# The tests start their own broker and database; the Debian services are not used.
+# Installs Mosquitto, PostgreSQL and nginx from Debian's packages when they are missing (root only).
+# The tests start their own broker, database and web server; the Debian services are not used.
 ensure_system_packages() {
     local missing
     missing="$(missing_system_tools)"
     [[ -z "$missing" ]] && return 0
     if [[ "$(id -u)" -ne 0 ]]; then
-        fail "missing ${missing% }: run 'sudo apt-get install -y --no-install-recommends mosquitto postgresql' (or run this script as root)" 2
+        fail "missing ${missing% }: run 'sudo apt-get install -y --no-install-recommends mosquitto postgresql nginx' (or run this script as root)" 2
     fi
-    section "installing mosquitto and postgresql (apt-get)"
+    section "installing mosquitto, postgresql and nginx (apt-get)"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -q
-    apt-get install -y -q --no-install-recommends mosquitto postgresql
+    apt-get install -y -q --no-install-recommends mosquitto postgresql nginx
     missing="$(missing_system_tools)"
     [[ -z "$missing" ]] || fail "still missing after apt-get install: ${missing% }"
 }
