@@ -5,6 +5,10 @@ link (directives queue up until the updater runs), slot recovery and the
 resumption of an install/health check in flight, serving the current slot,
 the updater threads, the heartbeat. Stop order is the reverse; the offline
 presence is published before the MQTT disconnect.
+
+The simulator builds the same daemon without the KServe endpoint
+(``serve_http=False``) and with a ``SharedNetworkLoop`` for its MQTT link.
+A shadow candidate (``agent.shadow``) observes every request the service runs.
 """
 
 import logging
@@ -20,8 +24,10 @@ from agent.facts import device_facts
 from agent.inference import InferenceService, ServedModel
 from agent.kserve import KServeServer
 from agent.mqtt_link import MqttLink
+from agent.mqtt_loop import SharedNetworkLoop
 from agent.presence import Heartbeat, PresenceReporter, offline_presence
 from agent.runner import DeploymentRunner
+from agent.shadow import ShadowRunner
 from agent.slots import CURRENT, SlotStore
 from agent.state_store import DeploymentRecord, StateStore
 from agent.statemachine import FINAL_STATES
@@ -38,7 +44,8 @@ def artifact_base_url(config: AgentConfig, enrollment: Enrollment) -> str:
 
 
 class AgentDaemon:
-    def __init__(self, config: AgentConfig) -> None:
+    def __init__(self, config: AgentConfig, network: SharedNetworkLoop | None = None,
+                 serve_http: bool = True) -> None:
         self.config = config
         data_dir = Path(config.data_dir)
         self.enrollment = load_enrollment(data_dir)
@@ -50,7 +57,8 @@ class AgentDaemon:
         self.service = InferenceService()
         self.slots = SlotStore(data_dir / "slots")
         self.link = MqttLink(device_id, self.enrollment.credential, config.mqtt_url or self.enrollment.mqtt_url,
-                             on_directive=self._on_directive, offline_presence=lambda: offline_presence(device_id))
+                             on_directive=self._on_directive, offline_presence=lambda: offline_presence(device_id),
+                             network=network)
         self.tracker = DeploymentTracker(device_id, StateStore(data_dir), self.link)
         self.presence = PresenceReporter(device_id, self.tracker, self.service)
         downloader = Downloader(
@@ -58,34 +66,43 @@ class AgentDaemon:
             DownloadSettings(config.download_timeout_s, config.download_retry_base_s, config.download_retry_max_s,
                              config.download_max_attempts),
         )
-        runner = DeploymentRunner(self.tracker, self.slots, downloader, self.service, config.health_check_latency_ms)
-        self.updater = Updater(self.facts, root, self.tracker, self.slots, runner)
-        try:
-            self.kserve = KServeServer(self.service, config.inference_host, config.inference_port,
-                                       config.max_request_bytes)
-        except OSError as exc:
-            raise AgentError(f"cannot listen on {config.inference_host}:{config.inference_port}: {exc}") from None
+        self.shadow = ShadowRunner()
+        self.service.add_observer(self.shadow.observe)
+        self.runner = DeploymentRunner(self.tracker, self.slots, downloader, self.service,
+                                       config.health_check_latency_ms, self.shadow)
+        self.updater = Updater(self.facts, root, self.tracker, self.slots, self.runner)
+        self.kserve: KServeServer | None = None
+        if serve_http:
+            try:
+                self.kserve = KServeServer(self.service, config.inference_host, config.inference_port,
+                                           config.max_request_bytes)
+            except OSError as exc:
+                raise AgentError(f"cannot listen on {config.inference_host}:{config.inference_port}: {exc}") from None
         self.heartbeat = Heartbeat(config.heartbeat_interval_s, self._publish_presence)
         self.link.add_connect_listener(self._publish_presence)
         self.tracker.add_listener(self._on_transition)
 
     def start(self) -> None:
-        self.kserve.start()
-        atomic_write_bytes(Path(self.config.data_dir) / INFERENCE_PORT_FILE, f"{self.kserve.port}\n".encode())
+        if self.kserve is not None:
+            self.kserve.start()
+            atomic_write_bytes(Path(self.config.data_dir) / INFERENCE_PORT_FILE, f"{self.kserve.port}\n".encode())
         self.link.start()
         self.updater.recover()
         self._serve_current_slot()
+        self.runner.load_shadow_slot()
         self.updater.start()
         self.heartbeat.start()
         log.info("event=agent_started device=%s state=%s inference_url=%s", self.facts.device_id,
-                 self.tracker.state, self.kserve.url)
+                 self.tracker.state, self.kserve.url if self.kserve is not None else "-")
 
     def stop(self) -> None:
         log.info("event=agent_stopping device=%s", self.facts.device_id)
         self.heartbeat.stop()
         self.updater.stop()
+        self.shadow.stop()
         self.link.stop()
-        self.kserve.stop()
+        if self.kserve is not None:
+            self.kserve.stop()
         log.info("event=agent_stopped device=%s", self.facts.device_id)
 
     def run_until(self, stop: threading.Event) -> None:

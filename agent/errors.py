@@ -73,3 +73,19 @@ class InvalidInferenceRequestError(InferenceError):
 
 class ModelNotReadyError(InferenceError):
     """No model is loaded, or the named model/version is not the one served."""
+
+
+class ShadowError(AgentError):
+    """A shadow candidate cannot be installed next to the served model, or its answers not compared."""
+
+
+class TelemetryError(AgentError):
+    """Telemetry could not be recorded, stored or sent."""
+
+
+class TelemetryQueueError(TelemetryError):
+    """The on-device telemetry queue (sqlite) cannot be opened, written or read."""
+
+
+class ProfileFetchError(TelemetryError):
+    """A release's reference profile could not be fetched or does not match its signed hash."""

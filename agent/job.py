@@ -20,7 +20,7 @@ NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 class Job:
     directive: Directive
     release: Release
-    variant: ArtifactVariant | None  # None for a rollback
+    variant: ArtifactVariant | None  # None for a rollback or a shadow drop
     directive_document: dict[str, Any]
     release_document: dict[str, Any]
     accepted_at: datetime
@@ -35,6 +35,15 @@ class Job:
     @property
     def is_rollback(self) -> bool:
         return self.directive.action is Action.ROLLBACK
+
+    @property
+    def is_shadow(self) -> bool:
+        """Install into the shadow slot, next to the served model."""
+        return self.directive.action is Action.SHADOW
+
+    @property
+    def is_drop_shadow(self) -> bool:
+        return self.directive.action is Action.DROP_SHADOW
 
     def begin_fields(self) -> dict[str, Any]:
         """What the tracker records when this job begins (NEW_DIRECTIVE)."""

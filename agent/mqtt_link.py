@@ -6,7 +6,9 @@ the device was offline arrive when it reconnects. The last will is the
 retained offline presence. paho's network thread reconnects with exponential
 backoff; each link draws its own jittered minimum delay so a fleet that lost
 its broker does not reconnect in lockstep. Incoming directives are handed to
-``on_directive`` which must only enqueue (it runs on paho's thread).
+``on_directive`` which must only enqueue (it runs on paho's thread). Given a
+``SharedNetworkLoop`` (the simulator), the link runs on that loop's thread
+instead of a thread of its own.
 """
 
 import logging
@@ -19,6 +21,7 @@ from collections.abc import Callable
 import paho.mqtt.client as mqtt
 
 from agent.errors import ConfigError
+from agent.mqtt_loop import SharedNetworkLoop
 from agent.protocol.messages import PresenceMessage, StatusMessage
 from agent.protocol.topics import TopicKind, device_topic
 
@@ -44,8 +47,9 @@ def parse_mqtt_url(url: str) -> tuple[str, int, bool]:
 class MqttLink:
     def __init__(self, device_id: str, credential: str, mqtt_url: str, on_directive: Callable[[bytes], None],
                  offline_presence: Callable[[], PresenceMessage], keepalive_s: int = 30,
-                 reconnect_max_s: int = 60) -> None:
+                 reconnect_max_s: int = 60, network: SharedNetworkLoop | None = None) -> None:
         self.device_id = device_id
+        self._network = network
         self.host, self.port, tls = parse_mqtt_url(mqtt_url)
         self._on_directive = on_directive
         self._offline_presence = offline_presence
@@ -75,7 +79,10 @@ class MqttLink:
     def start(self) -> None:
         log.info("event=mqtt_connecting device=%s host=%s port=%d", self.device_id, self.host, self.port)
         self._client.connect_async(self.host, self.port, keepalive=self._keepalive_s)
-        self._client.loop_start()
+        if self._network is not None:
+            self._network.add(self._client)
+        else:
+            self._client.loop_start()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Publish the offline presence (a clean disconnect suppresses the will), then disconnect."""
@@ -86,7 +93,10 @@ class MqttLink:
             except (RuntimeError, ValueError) as exc:
                 log.warning("event=offline_presence_not_sent error=%r", str(exc))
         self._client.disconnect()
-        self._client.loop_stop()
+        if self._network is not None:
+            self._network.remove(self._client)
+        else:
+            self._client.loop_stop()
         self.connected.clear()
         log.info("event=mqtt_stopped device=%s", self.device_id)
 

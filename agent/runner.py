@@ -10,6 +10,13 @@ runs a fresh deployment and resumes one after a restart:
     health_check -> load + sample inference       -> HEALTH_PASSED (swap into the service)
                     failure: restore previous slot -> ROLLED_BACK
 
+A shadow job takes the install path into the shadow slot: its health check
+also requires the served model's input schema, and on success the candidate
+starts answering next to the served model (``agent.shadow``); on failure the
+candidate is discarded and the job fails (the served model never changed).
+Dropping the shadow stops the candidate and removes its slot. Installing the
+candidate for real (promotion) drops the shadow too.
+
 A job can be cancelled (superseded or shutdown) until installing begins; from
 there it runs to the end so the slots always settle on a checked model.
 """
@@ -26,6 +33,7 @@ from agent.errors import (
     HealthCheckError,
     ModelLoadError,
     RuntimeUnavailableError,
+    ShadowError,
     SlotError,
 )
 from agent.healthcheck import check_model
@@ -34,7 +42,8 @@ from agent.job import Job
 from agent.protocol.errors import ArtifactMismatchError, EdgeFleetError
 from agent.protocol.metadata import TensorSpec
 from agent.protocol.verify import verify_artifact
-from agent.slots import CURRENT, PREVIOUS, STAGING, SlotInfo, SlotStore, slot_info_for
+from agent.shadow import ShadowRunner, check_same_inputs
+from agent.slots import CURRENT, PREVIOUS, SHADOW, STAGING, SlotInfo, SlotStore, slot_info_for
 from agent.statemachine import IN_FLIGHT_STATES, Event, State
 
 log = logging.getLogger(__name__)
@@ -48,12 +57,13 @@ def describe(exc: BaseException) -> str:
 
 class DeploymentRunner:
     def __init__(self, tracker: DeploymentTracker, slots: SlotStore, downloader: Downloader,
-                 service: InferenceService, latency_bound_ms: float) -> None:
+                 service: InferenceService, latency_bound_ms: float, shadow: ShadowRunner | None = None) -> None:
         self.tracker = tracker
         self.slots = slots
         self.downloader = downloader
         self.service = service
         self.latency_bound_ms = latency_bound_ms
+        self.shadow = shadow
 
     def run(self, job: Job) -> None:
         """Run ``job`` to a final state (or pause it, on shutdown). Never raises."""
@@ -63,6 +73,8 @@ class DeploymentRunner:
             self._check_cancel(job)
             if job.is_rollback:
                 self._roll_back(job)
+            elif job.is_drop_shadow:
+                self._drop_shadow(job)
             else:
                 self._install(job)
         except DeploymentCancelledError:
@@ -112,10 +124,16 @@ class DeploymentRunner:
             state = self.tracker.advance(sequence, Event.ARTIFACT_VERIFIED)
         if state is State.INSTALLING:
             self._check_cancel(job)
-            self._switch_to(job)
+            if job.is_shadow:
+                self._stage_shadow(job)
+            else:
+                self._switch_to(job)
             state = self.tracker.advance(sequence, Event.INSTALLED)
         if state is State.HEALTH_CHECK:
-            self._health_check_install(job)
+            if job.is_shadow:
+                self._health_check_shadow(job)
+            else:
+                self._health_check_install(job)
 
     def _verify_file(self, job: Job, path: Path) -> None:
         assert job.variant is not None
@@ -158,13 +176,70 @@ class DeploymentRunner:
             self.tracker.advance(job.sequence, Event.ROLLED_BACK, f"{describe(exc)}; {after}")
             return
         self.service.swap(served)
+        shadow = self.slots.read(SHADOW)
+        if shadow is not None and shadow.sha256 == current.sha256:  # the candidate was promoted
+            self._stop_shadow()
         self.tracker.advance(job.sequence, Event.HEALTH_PASSED)
 
     def _load_and_check(self, info: SlotInfo, inputs: tuple[TensorSpec, ...],
-                        outputs: tuple[TensorSpec, ...]) -> ServedModel:
-        served = ServedModel.load(info, self.slots.artifact_path(CURRENT, info))
+                        outputs: tuple[TensorSpec, ...], slot: str = CURRENT) -> ServedModel:
+        served = ServedModel.load(info, self.slots.artifact_path(slot, info))
         check_model(served.model, inputs, outputs, self.latency_bound_ms)
         return served
+
+    # -- shadow --------------------------------------------------------------
+
+    def _stage_shadow(self, job: Job) -> None:
+        assert job.variant is not None
+        if self.shadow is None:
+            raise ShadowError("this agent does not run shadow models")
+        existing = self.slots.read(SHADOW)
+        if existing is None or existing.sha256 != job.variant.sha256:
+            info = slot_info_for(job.release, job.variant, job.sequence)
+            self._verify_file(job, self.downloader.part_path(job.variant.sha256))
+            self.slots.stage(info, self.downloader.part_path(job.variant.sha256), SHADOW)
+            self._verify_file(job, self.slots.artifact_path(SHADOW, info))
+        self.downloader.discard(job.variant.sha256)
+
+    def _health_check_shadow(self, job: Job) -> None:
+        assert job.variant is not None and self.shadow is not None
+        info = self.slots.read(SHADOW)
+        if info is None or info.sha256 != job.variant.sha256:
+            raise ShadowError("the shadow slot no longer holds the candidate")
+        current = self.slots.read(CURRENT)
+        try:
+            if current is None:
+                raise ShadowError("no model is installed, so there is nothing to shadow")
+            check_same_inputs(job.release.inputs, current.inputs)
+            candidate = self._load_and_check(info, job.release.inputs, job.release.outputs, SHADOW)
+        except (*MODEL_FAILURES, ShadowError):
+            self._stop_shadow()
+            raise
+        self.shadow.set_candidate(candidate)
+        log.info("event=shadow_installed seq=%d release=%s version=%d", job.sequence, info.release_name,
+                 info.release_version)
+        self.tracker.advance(job.sequence, Event.HEALTH_PASSED)
+
+    def _drop_shadow(self, job: Job) -> None:
+        self._stop_shadow()
+        self.tracker.advance(job.sequence, Event.SHADOW_DROPPED, "the shadow model is removed")
+
+    def _stop_shadow(self) -> None:
+        if self.shadow is not None:
+            self.shadow.set_candidate(None)
+        self.slots.discard_shadow()
+
+    def load_shadow_slot(self) -> None:
+        """After a restart: run the candidate in the shadow slot again (dropped if it no longer loads)."""
+        info = self.slots.read(SHADOW)
+        if info is None or self.shadow is None:
+            return
+        try:
+            self.shadow.set_candidate(ServedModel.load(info, self.slots.artifact_path(SHADOW, info)))
+        except (ModelLoadError, RuntimeUnavailableError) as exc:
+            log.error("event=shadow_load_failed release=%s version=%d error=%r", info.release_name,
+                      info.release_version, str(exc))
+            self.slots.discard_shadow()
 
     # -- rollback ------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""Model slots on disk: ``slots/current``, ``slots/previous``, ``slots/staging``.
+"""Model slots on disk: ``slots/current``, ``slots/previous``, ``slots/staging``,
+and ``slots/shadow`` (a candidate run next to the served model, never served).
 
 Each slot is a directory holding the artifact file and ``slot.json``. A slot is
 *complete* when its ``slot.json`` parses and its artifact has the recorded
@@ -19,6 +20,10 @@ complete staging without current can only mean an interrupted promote).
 ``recover`` (run at every start) finishes the interrupted step: a complete
 staging moves to current, else a complete previous does. So after a restart
 the current slot holds the old model or the new one, never neither.
+
+The shadow slot is written like staging (``stage(info, source, SHADOW)``) and
+removed with ``discard_shadow``; it never takes part in a switch, and an
+incomplete one is discarded by ``recover``.
 """
 
 import json
@@ -41,6 +46,7 @@ log = logging.getLogger(__name__)
 CURRENT = "current"
 PREVIOUS = "previous"
 STAGING = "staging"
+SHADOW = "shadow"
 SLOT_FILE = "slot.json"
 COPY_CHUNK = 1024 * 1024
 
@@ -125,10 +131,12 @@ class SlotStore:
 
     # -- steps ----------------------------------------------------------------
 
-    def stage(self, info: SlotInfo, source: Path) -> None:
-        """Copy ``source`` into a fresh staging slot, fsynced, ``slot.json`` last."""
-        self._discard(STAGING)
-        staging = self.root / STAGING
+    def stage(self, info: SlotInfo, source: Path, slot: str = STAGING) -> None:
+        """Copy ``source`` into a fresh staging (or shadow) slot, fsynced, ``slot.json`` last."""
+        if slot not in (STAGING, SHADOW):
+            raise SlotError(f"cannot stage into the {slot} slot")
+        self._discard(slot)
+        staging = self.root / slot
         target = staging / info.path
         target.parent.mkdir(parents=True, exist_ok=True)
         with open(source, "rb") as src, open(target, "wb") as dst:
@@ -161,6 +169,11 @@ class SlotStore:
         self._purge_trash()
         return previous
 
+    def discard_shadow(self) -> None:
+        """Remove the shadow slot (if any)."""
+        self._discard(SHADOW)
+        self._purge_trash()
+
     def recover(self) -> SlotInfo | None:
         """Finish a switch a crash interrupted; return the current slot afterwards."""
         self._purge_trash()
@@ -178,6 +191,8 @@ class SlotStore:
             self._discard(STAGING)
         if (self.root / PREVIOUS).exists() and self.read(PREVIOUS) is None:
             self._discard(PREVIOUS)
+        if (self.root / SHADOW).exists() and self.read(SHADOW) is None:
+            self._discard(SHADOW)
         self._purge_trash()
         return current
 

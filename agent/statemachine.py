@@ -9,6 +9,9 @@ Install:   idle/final --NEW_DIRECTIVE--> notified --START_DOWNLOAD--> downloadin
            --INSTALLED--> health_check --HEALTH_PASSED--> succeeded
 Rollback:  notified --START_ROLLBACK--> installing --INSTALLED--> health_check
            --ROLLED_BACK--> rolled_back
+Shadow:    the install path, into the shadow slot (the served model stays); a
+           failed health check discards the candidate and ends in failed
+Drop:      notified --SHADOW_DROPPED--> succeeded (the shadow slot is removed)
 A failed health check restores the previous slot and ends in rolled_back; a
 bad artifact ends in rejected; any other failure ends in failed. A newer
 directive supersedes whatever runs: NEW_DIRECTIVE is valid from every state.
@@ -44,6 +47,7 @@ class Event(enum.StrEnum):
     HEALTH_PASSED = "health_passed"
     ROLLED_BACK = "rolled_back"  # the previous slot is current again (and healthy)
     FAILED = "failed"  # download/IO error, expiry, superseded, ...
+    SHADOW_DROPPED = "shadow_dropped"  # the shadow candidate is stopped and its slot removed
 
 
 FINAL_STATES = frozenset({State.SUCCEEDED, State.FAILED, State.ROLLED_BACK, State.REJECTED})
@@ -63,6 +67,7 @@ TRANSITIONS: dict[tuple[State, Event], State] = {
     (State.INSTALLING, Event.INSTALLED): State.HEALTH_CHECK,
     (State.HEALTH_CHECK, Event.HEALTH_PASSED): State.SUCCEEDED,
     (State.HEALTH_CHECK, Event.ROLLED_BACK): State.ROLLED_BACK,
+    (State.NOTIFIED, Event.SHADOW_DROPPED): State.SUCCEEDED,
 }
 
 

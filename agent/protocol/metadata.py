@@ -32,8 +32,10 @@ class Runtime(enum.StrEnum):
 
 
 class Action(enum.StrEnum):
-    INSTALL = "install"
-    ROLLBACK = "rollback"
+    INSTALL = "install"  # fetch the fitting variant and serve it
+    ROLLBACK = "rollback"  # serve the previous model again
+    SHADOW = "shadow"  # fetch the fitting variant and run it next to the served model, answers discarded
+    DROP_SHADOW = "drop_shadow"  # remove the shadow model
 
 
 def _check_type(obj: dict[str, Any], expected: str, what: str) -> None:

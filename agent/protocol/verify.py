@@ -23,6 +23,8 @@ from agent.protocol.errors import (
 )
 from agent.protocol.metadata import Action, ArtifactVariant, Directive, Release, Role, Root
 
+ARTIFACT_ACTIONS = frozenset({Action.INSTALL, Action.SHADOW})  # the actions that fetch an artifact variant
+
 
 @dataclass(frozen=True)
 class DeviceFacts:
@@ -36,7 +38,7 @@ class DeviceFacts:
 class VerifiedUpdate:
     directive: Directive
     release: Release
-    variant: ArtifactVariant | None  # None for a rollback
+    variant: ArtifactVariant | None  # None for a rollback or a shadow drop
 
 
 def _check_expiry(expires: datetime, now: datetime, what: str) -> None:
@@ -127,7 +129,7 @@ def verify_update(
             f"directive references {ref.name} v{ref.version} ({ref.sha256[:12]}), "
             f"release is {release.name} v{release.version} ({release_sha256[:12]})"
         )
-    variant = choose_variant(release, device) if directive.action is Action.INSTALL else None
+    variant = choose_variant(release, device) if directive.action in ARTIFACT_ACTIONS else None
     return VerifiedUpdate(directive, release, variant)
 
 

@@ -165,3 +165,35 @@ def test_power_cut_while_copying_into_staging_keeps_current(tmp_path: Path) -> N
 
 def test_recover_on_an_empty_store_is_a_no_op(tmp_path: Path) -> None:
     assert SlotStore(tmp_path / "slots").recover() is None
+
+
+def test_the_shadow_slot_stays_out_of_every_switch(tmp_path: Path) -> None:
+    from agent.slots import SHADOW
+
+    store = SlotStore(tmp_path / "slots")
+    install(store, tmp_path, b"one" * 100, 1)
+    source = tmp_path / "candidate.bin"
+    source.write_bytes(b"two" * 100)
+    store.stage(info(b"two" * 100, 2), source, SHADOW)
+    install(store, tmp_path, b"three" * 100, 3)
+    store.roll_back()
+
+    assert versions(store) == {CURRENT: 1, PREVIOUS: None, STAGING: None}
+    assert store.read(SHADOW).release_version == 2  # type: ignore[union-attr]
+    store.discard_shadow()
+    assert store.read(SHADOW) is None and not store.slot_dir(SHADOW).exists()
+    with pytest.raises(SlotError):
+        store.stage(info(b"two" * 100, 2), source, CURRENT)
+
+
+def test_recover_discards_a_half_written_shadow_slot(tmp_path: Path) -> None:
+    from agent.slots import SHADOW
+
+    store = SlotStore(tmp_path / "slots")
+    install(store, tmp_path, b"one" * 100, 1)
+    shadow = store.slot_dir(SHADOW)
+    shadow.mkdir()
+    (shadow / "model.onnx").write_bytes(b"tw")  # power cut while copying: no slot.json
+
+    assert SlotStore(tmp_path / "slots").recover().release_version == 1  # type: ignore[union-attr]
+    assert not shadow.exists()

@@ -68,3 +68,11 @@ def test_rollback_path_skips_the_download() -> None:
     for event in (Event.START_ROLLBACK, Event.INSTALLED, Event.ROLLED_BACK):
         state = next_state(state, event)
     assert state is State.ROLLED_BACK
+
+
+def test_dropping_a_shadow_goes_straight_to_succeeded() -> None:
+    state = next_state(State.SUCCEEDED, Event.NEW_DIRECTIVE)
+    assert next_state(state, Event.SHADOW_DROPPED) is State.SUCCEEDED
+    for other in set(State) - {State.NOTIFIED}:
+        with pytest.raises(InvalidTransitionError):
+            next_state(other, Event.SHADOW_DROPPED)

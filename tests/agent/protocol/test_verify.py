@@ -66,6 +66,17 @@ def test_a_rollback_verifies_without_choosing_a_variant(scene: Scenario) -> None
     assert verify(rollback, ram_mb=1).variant is None
 
 
+def test_a_shadow_yields_the_variant_as_an_install_does(scene: Scenario) -> None:
+    shadow = scene.with_release(scene.release, action=Action.SHADOW)
+    assert verify(shadow).variant == scene.release.variants[0]
+    with pytest.raises(NoCompatibleVariantError):
+        verify(shadow, runtimes=())
+
+
+def test_dropping_a_shadow_verifies_without_choosing_a_variant(scene: Scenario) -> None:
+    assert verify(scene.with_release(scene.release, action=Action.DROP_SHADOW), ram_mb=1).variant is None
+
+
 def test_the_trusted_root_loads(scene: Scenario) -> None:
     assert load_trusted_root(scene.root_document, NOW) == scene.root
 
