@@ -11,6 +11,7 @@ from agent import __version__
 from fleet_server.api.errors import install_error_handlers
 from fleet_server.api.routes import artifacts, deployments, devices, health, models, releases
 from fleet_server.core.config import Settings
+from fleet_server.dashboard import install_dashboard
 from fleet_server.runtime import ServerRuntime, start_runtime
 
 API_PREFIX = "/api/v1"
@@ -47,4 +48,5 @@ def create_app(settings: Settings | None = None, runtime: ServerRuntime | None =
     )
     install_error_handlers(app)
     app.include_router(api_router())
+    install_dashboard(app)
     return app

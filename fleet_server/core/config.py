@@ -29,9 +29,14 @@ class Settings(BaseSettings):
     artifact_dir: Path | None = None  # default data_dir/artifacts
     public_base_url: str = ""
     artifact_base_url: str | None = None  # returned at enrollment when set
-    bootstrap_token: str = ""  # empty: generated into data_dir/bootstrap_token
+    bootstrap_token: str = ""  # multi-use provisioning token, development/demo only; empty: single-use tokens only
     admin_token: str = ""  # empty: generated into data_dir/admin_token
+    session_secret: str = ""  # signs dashboard sessions; empty: generated into data_dir/session_secret
     max_upload_bytes: int = Field(default=512 * MIB, gt=0)
+    device_cert_days: float = Field(default=7.0, gt=0, le=365)  # lifetime of device MQTT client certificates
+    mqtt_ca_file: Path | None = None  # mqtts:// broker: CA that signed it (default: the fleet CA)
+    mqtt_cert_file: Path | None = None  # mqtts:// broker: the server's client certificate (default: fleet CA issued)
+    mqtt_key_file: Path | None = None
     directive_ttl_s: int = Field(default=7 * 24 * 3600, gt=0)
     release_ttl_days: int = Field(default=365, gt=0)
     publish_timeout_s: float = Field(default=10.0, gt=0)
