@@ -166,20 +166,33 @@ class ShadowRunner:
     # -- reporting -------------------------------------------------------------
 
     def take_report(self) -> dict[str, Any] | None:
-        """The ``shadow`` section of a telemetry window (None without a candidate); starts a new window."""
+        """The ``shadow`` section of a telemetry window; starts a new window.
+
+        None without a candidate or when nothing was compared in the window.
+        """
         with self._lock:
             candidate, window = self._candidate, self._window
             self._window = _Window()
         if candidate is None:
             return None
-        agreement = window.agreement
-        return {
+        if window.dropped or window.errors:
+            log.info("event=shadow_window name=%s version=%d compared=%d dropped=%d candidate_errors=%d",
+                     candidate.name, candidate.version, window.agreement.compared, window.dropped, window.errors)
+        agreement = window.agreement.agreement
+        if agreement is None or not window.serving_ms:
+            return None
+        report: dict[str, Any] = {
             "candidate": {"name": candidate.name, "version": candidate.version},
-            "compared": agreement.compared,
-            "agreement": agreement.agreement,
-            "mean_abs_diff": agreement.mean_abs_diff,
-            "serving_p50_ms": round(statistics.median(window.serving_ms), 3) if window.serving_ms else None,
-            "candidate_p50_ms": round(statistics.median(window.candidate_ms), 3) if window.candidate_ms else None,
-            "dropped": window.dropped,
-            "errors": window.errors,
+            "compared": window.agreement.compared,
+            "agreement": agreement,
+            "serving_p50_ms": statistics.median(window.serving_ms),
+            "candidate_p50_ms": statistics.median(window.candidate_ms),
         }
+        if window.agreement.mean_abs_diff is not None:
+            report["mean_abs_diff"] = window.agreement.mean_abs_diff
+        return report
+
+    def last_window_stats(self) -> tuple[int, int]:
+        """(dropped, candidate errors) of the running window."""
+        with self._lock:
+            return self._window.dropped, self._window.errors

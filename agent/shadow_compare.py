@@ -4,7 +4,9 @@ A model is treated as a classifier when it has an integer output (a label per
 row) or when its first float output holds one probability row per sample (2-D,
 values in [0, 1], rows summing to 1). Classifiers are compared on top-1: the
 label, else the arg-max of the probabilities. Anything else is compared by
-the mean absolute difference of the first output, element by element.
+the mean absolute difference of the first output, element by element; a row
+of such an output "agrees" when all its elements are within ``rtol``/``atol``
+of the served answer, so every model also gets an agreement share in [0, 1].
 """
 
 from collections.abc import Mapping
@@ -15,13 +17,15 @@ import numpy as np
 from agent.errors import ShadowError
 
 PROBABILITY_TOLERANCE = 1e-3
+RTOL = 1e-3
+ATOL = 1e-4
 
 
 @dataclass(frozen=True)
 class Comparison:
     samples: int  # rows compared (the batch size)
     classifier: bool
-    agreed: int = 0  # classifier rows with the same top-1 answer
+    agreed: int = 0  # rows with the same top-1 answer (classifiers) or within tolerance (others)
     abs_diff_sum: float = 0.0  # regression: sum of |serving - candidate| over all elements
     elements: int = 0  # regression: elements compared
 
@@ -67,9 +71,11 @@ def compare_outputs(serving: Mapping[str, np.ndarray], candidate: Mapping[str, n
     theirs_f = np.asarray(candidate[first], dtype=np.float64)
     if mine_f.shape != theirs_f.shape:
         raise ShadowError(f"output {first!r} has shapes {mine_f.shape} and {theirs_f.shape}")
-    samples = mine_f.shape[0] if mine_f.ndim else 1
-    return Comparison(samples=samples, classifier=False, abs_diff_sum=float(np.abs(mine_f - theirs_f).sum()),
-                      elements=int(mine_f.size))
+    rows_mine = mine_f.reshape(mine_f.shape[0], -1) if mine_f.ndim else mine_f.reshape(1, 1)
+    rows_theirs = theirs_f.reshape(rows_mine.shape)
+    close = np.isclose(rows_theirs, rows_mine, rtol=RTOL, atol=ATOL).all(axis=1)
+    return Comparison(samples=len(rows_mine), classifier=False, agreed=int(close.sum()),
+                      abs_diff_sum=float(np.abs(mine_f - theirs_f).sum()), elements=int(mine_f.size))
 
 
 @dataclass
@@ -91,10 +97,8 @@ class Agreement:
 
     @property
     def agreement(self) -> float | None:
-        """Top-1 agreement in [0, 1] (classifiers only)."""
-        if not self.classifier or not self.compared:
-            return None
-        return self.agreed / self.compared
+        """Share of compared rows that agreed (top-1 for classifiers, within tolerance otherwise)."""
+        return self.agreed / self.compared if self.compared else None
 
     @property
     def mean_abs_diff(self) -> float | None:

@@ -80,10 +80,9 @@ def test_the_report_counts_agreement_and_both_latencies() -> None:
     finally:
         runner.stop()
     assert report is not None
-    assert report["candidate"] == {"name": "digits", "version": 2}
-    assert (report["compared"], report["agreement"], report["mean_abs_diff"]) == (6, 1.0, None)
-    assert report["serving_p50_ms"] == 1.0 and report["candidate_p50_ms"] >= 0
-    assert (report["dropped"], report["errors"]) == (0, 0)
+    assert report == {"candidate": {"name": "digits", "version": 2}, "compared": 6, "agreement": 1.0,
+                      "serving_p50_ms": 1.0, "candidate_p50_ms": report["candidate_p50_ms"]}
+    assert report["candidate_p50_ms"] >= 0
 
 
 def test_a_disagreeing_candidate_and_a_new_window() -> None:
@@ -94,7 +93,7 @@ def test_a_disagreeing_candidate_and_a_new_window() -> None:
         ask(runner, serving, rows=4)
         wait_compared(runner, 1, candidate_model)
         assert runner.take_report()["agreement"] == 0.0  # type: ignore[index]
-        assert runner.take_report()["compared"] == 0  # type: ignore[index]
+        assert runner.take_report() is None  # a new window: nothing compared yet
     finally:
         runner.stop()
 
@@ -109,12 +108,13 @@ def test_a_full_queue_drops_samples_instead_of_blocking_the_request() -> None:
         assert candidate_model.entered.wait(10)
         for _ in range(9):  # the worker holds one, the queue two: the rest are dropped, not waited for
             ask(runner, serving)
+        assert runner.last_window_stats() == (7, 0)
         gate.set()
         wait_compared(runner, 3, candidate_model)
         report = runner.take_report()
     finally:
         runner.stop()
-    assert report is not None and report["dropped"] == 7
+    assert report is not None and report["compared"] == 3
 
 
 def test_nothing_is_compared_without_a_candidate_or_when_the_candidate_is_served() -> None:
@@ -124,7 +124,7 @@ def test_nothing_is_compared_without_a_candidate_or_when_the_candidate_is_served
     runner.set_candidate(served("digits", 1, FakeModel(1)))  # same sha256 as the served model
     try:
         ask(runner, served("digits", 1, model))
-        assert runner.take_report()["compared"] == 0  # type: ignore[index]
+        assert runner.take_report() is None
     finally:
         runner.stop()
 
@@ -174,7 +174,8 @@ def test_a_shadow_candidate_runs_next_to_the_served_model(rig: Rig) -> None:
     assert shadow.wait_idle(30)
     report = shadow.take_report()
     assert report is not None and report["candidate"] == {"name": "digits", "version": 2}
-    assert report["compared"] > 0 and report["agreement"] == 1.0  # the same network with other bytes
+    assert report["compared"] == 5 * len(np.load(SAMPLE))
+    assert report["agreement"] == 1.0  # the same network with other bytes
 
 
 def test_dropping_the_shadow_removes_the_candidate(rig: Rig) -> None:

@@ -26,8 +26,10 @@ def test_other_outputs_are_compared_by_absolute_difference() -> None:
     candidate = {"y": np.array([[1.5, 2.0], [3.0, 3.0]], dtype=np.float32)}
     comparison = compare_outputs(serving, candidate)
     assert comparison.classifier is False
-    assert comparison.samples == 2 and comparison.elements == 4
+    assert comparison.samples == 2 and comparison.elements == 4 and comparison.agreed == 0
     assert comparison.abs_diff_sum == pytest.approx(1.5)
+    close = compare_outputs(serving, {"y": serving["y"] + 1e-6})
+    assert close.agreed == 2
 
 
 def test_rows_that_do_not_sum_to_one_are_not_probabilities() -> None:
@@ -56,4 +58,5 @@ def test_agreement_accumulates_over_requests() -> None:
 
     regression = Agreement()
     regression.add(compare_outputs({"y": np.array([[1.0, 1.0]])}, {"y": np.array([[2.0, 1.0]])}))
-    assert regression.agreement is None and regression.mean_abs_diff == pytest.approx(0.5)
+    regression.add(compare_outputs({"y": np.array([[1.0, 1.0]])}, {"y": np.array([[1.0, 1.0]])}))
+    assert regression.agreement == pytest.approx(0.5) and regression.mean_abs_diff == pytest.approx(0.25)
