@@ -7,6 +7,8 @@ Standard library and pytest only: the agent tests also run in the legacy TFLite 
   the test's own (to stop, kill or restart it freely); all are stopped after the test.
 - ``managed_process`` (function): ``managed_process(name, argv, env=None, cwd=None)`` starts a
   ``ManagedProcess`` logging to the test's tmp dir; all are stopped after the test.
+- ``postgres`` (session): one real PostgreSQL cluster for the whole session, started on first use
+  (``tests/fleet_server/postgres.py``); ``postgres.new_database()`` gives a test a migrated database.
 
 When a test fails, the report shows the log tail of every managed process still running.
 """
@@ -20,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from fleet_server.processes import ManagedProcess
+from tests.fleet_server.postgres import PostgresCluster
 from tests.helpers.mosquitto import MosquittoBroker, MosquittoNotFoundError, find_mosquitto
 
 LOG_TAIL_LINES = 60
@@ -59,6 +62,16 @@ def mosquitto_factory(tmp_path: Path) -> Iterator[Callable[..., MosquittoBroker]
     finally:
         for broker in brokers:
             broker.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    """The suite's shared PostgreSQL cluster; give each test or module a database of its own."""
+    cluster = PostgresCluster().start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture

@@ -1,6 +1,16 @@
-"""Fixtures for the fleet server tests: an app on a temp data dir (SQLite),
-served through Starlette's TestClient, with helpers to upload and enroll."""
+"""Fixtures for the fleet server tests: an app on a temp data dir, served
+through Starlette's TestClient, with helpers to upload and enroll.
 
+Database tests run on both backends: ``database_backend`` is a module-scoped
+fixture parametrized over SQLite and PostgreSQL, and every fixture that
+gives a test a database (``api``, ``api_factory``, ``database_url``,
+``migrated_engine``) depends on it, so a test that uses one of them runs
+once per backend (ids ``[sqlite]`` and ``[postgresql]``) without asking.
+On PostgreSQL each app or test gets a database of its own in the session's
+shared cluster (``postgres`` in tests/conftest.py), dropped afterwards.
+"""
+
+import re
 import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -10,15 +20,20 @@ import onnx
 import pytest
 from fastapi.testclient import TestClient
 from onnx import TensorProto, helper
+from sqlalchemy import Engine
 
 from fleet_server.app import create_app
 from fleet_server.core.config import Settings
+from fleet_server.core.db import create_db_engine
+from fleet_server.core.schema import upgrade_schema
+from tests.fleet_server.postgres import PostgresCluster
 
 MODELS = Path(__file__).resolve().parents[1] / "fixtures" / "models"
 ONNX_FIXTURE = MODELS / "digits_mlp.onnx"
 TFLITE_FIXTURE = MODELS / "digits_mlp.tflite"
 ADMIN_TOKEN = "test-admin-token-" + "a" * 24
 BOOTSTRAP_TOKEN = "test-bootstrap-token-" + "b" * 20
+DATABASE_BACKENDS = ("sqlite", "postgresql")
 
 
 def make_settings(data_dir: Path, **overrides: Any) -> Settings:
@@ -97,13 +112,80 @@ class Api:
         return release.json()
 
 
+class BackendDatabases:
+    """Database URLs for one backend: ``None`` on SQLite (the server's default file in its data dir),
+    a fresh migrated database on PostgreSQL; ``close()`` drops the PostgreSQL ones."""
+
+    def __init__(self, backend: str, request: pytest.FixtureRequest) -> None:
+        self.backend = backend
+        self.cluster: PostgresCluster | None = request.getfixturevalue("postgres") if backend == "postgresql" \
+            else None
+        self.prefix = re.sub(r"[^a-z0-9]+", "_", request.node.name.lower())[:40].strip("_") or "test"
+        self._names: list[str] = []
+
+    def new_url(self) -> str | None:
+        if self.cluster is None:
+            return None
+        url = self.cluster.new_database(self.prefix)
+        self._names.append(url.rsplit("/", 1)[1])
+        return url
+
+    def close(self) -> None:
+        if self.cluster is not None:
+            for name in self._names:
+                self.cluster.drop_database(name)
+
+
+@pytest.fixture(scope="module", params=DATABASE_BACKENDS)
+def database_backend(request: pytest.FixtureRequest) -> str:
+    """The database engine of this run of the module's tests: "sqlite" or "postgresql"."""
+    return request.param
+
+
 @pytest.fixture
-def api_factory(tmp_path: Path) -> Iterator[Callable[..., Api]]:
-    """``api_factory(**settings_overrides)`` starts an app; all are stopped after the test."""
+def database_url(database_backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh database migrated to the newest revisions, on the module's backend."""
+    databases = BackendDatabases(database_backend, request)
+    url = databases.new_url()
+    if url is None:
+        url = f"sqlite:///{tmp_path / 'edgefleet.db'}"
+        engine = create_db_engine(url)
+        upgrade_schema(engine)
+        engine.dispose()
+    try:
+        yield url
+    finally:
+        databases.close()
+
+
+@pytest.fixture
+def migrated_engine(database_url: str) -> Iterator[Engine]:
+    """An engine on ``database_url`` (disposed after the test)."""
+    engine = create_db_engine(database_url)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def api_factory(tmp_path: Path, database_backend: str, request: pytest.FixtureRequest) -> Iterator[Callable[..., Api]]:
+    """``api_factory(**settings_overrides)`` starts an app; all are stopped after the test.
+
+    Each new data dir gets its own database on the module's backend; restarting on a data dir that
+    was used before in the test reopens that data dir's database.
+    """
     clients: list[TestClient] = []
+    databases = BackendDatabases(database_backend, request)
+    urls: dict[Path, str | None] = {}
 
     def start(data_dir: Path | None = None, **overrides: Any) -> Api:
         directory = data_dir or tmp_path / f"server-{len(clients)}"
+        if "database_url" not in overrides:
+            if directory not in urls:
+                urls[directory] = databases.new_url()
+            if urls[directory] is not None:
+                overrides["database_url"] = urls[directory]
         client = TestClient(create_app(make_settings(directory, **overrides)))
         client.__enter__()
         clients.append(client)
@@ -117,13 +199,21 @@ def api_factory(tmp_path: Path) -> Iterator[Callable[..., Api]]:
     finally:
         for client in reversed(clients):
             client.__exit__(None, None, None)
+        databases.close()
 
 
 @pytest.fixture(scope="module")
-def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
-    """One app shared by a test module (embedded broker on a free port)."""
+def api(tmp_path_factory: pytest.TempPathFactory, database_backend: str, request: pytest.FixtureRequest
+        ) -> Iterator[Api]:
+    """One app shared by a test module (embedded broker on a free port), on the module's backend."""
     directory = tmp_path_factory.mktemp("server")
-    with TestClient(create_app(make_settings(directory / "data"))) as client:
-        api = Api(client, directory)
-        assert api.runtime.bridge.wait_connected(10), "the bridge did not connect to the embedded broker"
-        yield api
+    databases = BackendDatabases(database_backend, request)
+    url = databases.new_url()
+    overrides = {} if url is None else {"database_url": url}
+    try:
+        with TestClient(create_app(make_settings(directory / "data", **overrides))) as client:
+            api = Api(client, directory)
+            assert api.runtime.bridge.wait_connected(10), "the bridge did not connect to the embedded broker"
+            yield api
+    finally:
+        databases.close()

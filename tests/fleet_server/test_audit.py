@@ -107,13 +107,9 @@ def test_concurrent_appends_on_sqlite_form_one_chain(engine: Engine) -> None:
     concurrent_appends(engine)
 
 
-def test_concurrent_appends_on_postgresql_form_one_chain() -> None:
-    cluster = PostgresCluster().start()
+def test_concurrent_appends_on_postgresql_form_one_chain(postgres: PostgresCluster) -> None:
+    engine = migrated(postgres.new_database("audit"))
     try:
-        engine = migrated(cluster.create_database("audit"))
-        try:
-            concurrent_appends(engine)
-        finally:
-            engine.dispose()
+        concurrent_appends(engine)
     finally:
-        cluster.stop()
+        engine.dispose()

@@ -2,15 +2,12 @@
 
 from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
 from agent.protocol.messages import InstalledModel, PresenceMessage, StatusMessage
-from fleet_server.core.db import create_db_engine
-from fleet_server.core.schema import upgrade_schema
 from fleet_server.core.types import utcnow
 from fleet_server.models.deployment import Deployment, DeploymentEvent, DeploymentTarget
 from fleet_server.models.device import Device
@@ -22,9 +19,8 @@ T0 = 1_800_000_000.0
 
 
 @pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    engine = create_db_engine(f"sqlite:///{tmp_path / 'ingest.db'}")
-    upgrade_schema(engine)
+def engine(migrated_engine: Engine) -> Iterator[Engine]:
+    engine = migrated_engine
     with Session(engine) as session:
         session.add(Device(device_id="dev-1", credential_hash="0" * 64, arch="x86_64", ram_mb=1024))
         model = ModelRecord(name="m")
@@ -45,7 +41,6 @@ def engine(tmp_path: Path) -> Iterator[Engine]:
                                      directive_expires_at=utcnow() + timedelta(days=1)))
         session.commit()
     yield engine
-    engine.dispose()
 
 
 def status(engine: Engine, state: str, timestamp: float, sequence: int = 1, device: str = "dev-1",

@@ -40,12 +40,14 @@ def deploy(api: Api, release: dict, *device_ids: str) -> dict:
     return response.json()
 
 
-def test_deployment_delivers_a_verifiable_retained_directive(broker_api: Api, device_client) -> None:
-    enrollment = broker_api.enroll("mq-dev-1").json()
+def test_deployment_delivers_a_verifiable_retained_directive(broker_api: Api, device_client,
+                                                            database_backend: str) -> None:
+    device_id = f"mq-dev-1-{database_backend}"  # the shared broker keeps the other run's retained directive
+    enrollment = broker_api.enroll(device_id).json()
     release = broker_api.released_model("mq-model")
-    live = device_client("mq-dev-1")
-    live.subscribe(device_topic("mq-dev-1", TopicKind.DIRECTIVE))
-    deployment = deploy(broker_api, release, "mq-dev-1")
+    live = device_client(device_id)
+    live.subscribe(device_topic(device_id, TopicKind.DIRECTIVE))
+    deployment = deploy(broker_api, release, device_id)
     assert deployment["targets"][0]["published_at"] is not None
 
     message = live.next_message()
@@ -53,11 +55,11 @@ def test_deployment_delivers_a_verifiable_retained_directive(broker_api: Api, de
     decoded = DirectiveMessage.decode(message.payload)
     now = datetime.now(UTC)
     update = verify_update(load_trusted_root(enrollment["root"], now), decoded.directive, decoded.release,
-                           DeviceFacts("mq-dev-1", "x86_64", 2048, ("onnxruntime",)), last_sequence=0, now=now)
+                           DeviceFacts(device_id, "x86_64", 2048, ("onnxruntime",)), last_sequence=0, now=now)
     assert update.directive.sequence == 1 and update.release.name == "mq-model"
 
     late = device_client("mq-late-observer")
-    late.subscribe(device_topic("mq-dev-1", TopicKind.DIRECTIVE))
+    late.subscribe(device_topic(device_id, TopicKind.DIRECTIVE))
     retained = late.next_message()
     assert retained.retain and retained.payload == message.payload
 
