@@ -89,15 +89,3 @@ class TelemetryQueueError(TelemetryError):
 
 class ProfileFetchError(TelemetryError):
     """A release's reference profile could not be fetched or does not match its signed hash."""
-
-
-class TelemetryError(AgentError):
-    """Telemetry could not be recorded, stored or sent."""
-
-
-class TelemetryQueueError(TelemetryError):
-    """The on-device telemetry queue (sqlite) cannot be opened, written or read."""
-
-
-class ProfileFetchError(TelemetryError):
-    """A release's reference profile could not be fetched or does not match its signed hash."""
