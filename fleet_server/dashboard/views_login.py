@@ -55,7 +55,8 @@ def login(request: Request, runtime: RuntimeDep, session: SessionDep, token: Ann
 
 
 @router.post("/logout")
-def logout(request: Request, user: UiUserDep, csrf_token: Annotated[str, Form(max_length=256)]) -> Response:
+def logout(request: Request, user: UiUserDep,
+           csrf_token: Annotated[str, Form(max_length=256)] = "") -> Response:
     check_csrf(request, user, csrf_token)
     response = RedirectResponse("/ui/login", status_code=303)
     response.delete_cookie(COOKIE_NAME, path=COOKIE_PATH, httponly=True, samesite="strict")

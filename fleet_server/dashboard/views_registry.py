@@ -49,7 +49,7 @@ def release_detail(request: Request, name: str, version: int, session: SessionDe
 
 @router.post("/releases/{name}/{version}/deploy")
 async def deploy_release(request: Request, name: str, version: int, runtime: RuntimeDep, session: SessionDep,
-                         user: UiOperatorDep, csrf_token: Annotated[str, Form(max_length=256)],
+                         user: UiOperatorDep, csrf_token: Annotated[str, Form(max_length=256)] = "",
                          tags: Annotated[str, Form(max_length=4000)] = "",
                          device_ids: Annotated[str, Form(max_length=200_000)] = "") -> Response:
     """Send the release to the devices with these tags and/or ids (the same as ``POST /api/v1/deployments``)."""
