@@ -10,6 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from agent import __version__
 from fleet_server.api.errors import install_error_handlers
 from fleet_server.api.routes import artifacts, deployments, devices, health, models, releases
+from fleet_server.api.routes import tokens as api_tokens
 from fleet_server.core.config import Settings
 from fleet_server.dashboard import install_dashboard
 from fleet_server.runtime import ServerRuntime, start_runtime
@@ -19,7 +20,7 @@ API_PREFIX = "/api/v1"
 
 def api_router() -> APIRouter:
     router = APIRouter(prefix=API_PREFIX)
-    for module in (health, models, releases, artifacts, devices, deployments):
+    for module in (health, models, releases, artifacts, devices, deployments, api_tokens):
         router.include_router(module.router)
     return router
 

@@ -131,3 +131,30 @@ class ConfigurationError(FleetServerError):
 
 class DatabaseUnavailableError(FleetServerError):
     """The database cannot be opened or migrated."""
+
+
+# -- security (issue 7) --
+
+
+class CertificateRequestError(InvalidRequestError):
+    """A device's certificate signing request is malformed, badly signed or names another device."""
+
+
+class DeviceRevokedError(ConflictError):
+    """The device was revoked; it can neither authenticate nor re-enroll."""
+
+
+class TokenNotFoundError(NotFoundError):
+    """No API or bootstrap token has that id."""
+
+
+class RootNotFoundError(NotFoundError):
+    """The server holds no root metadata of that version."""
+
+
+class SignedReleaseError(InvalidRequestError):
+    """A release signed elsewhere does not verify or does not match the registered model version."""
+
+
+class RootRotationFailedError(KeyringError):
+    """A new root cannot be produced or is not a valid successor of the trusted one."""

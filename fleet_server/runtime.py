@@ -3,22 +3,27 @@ store, secrets, the embedded broker and the MQTT bridge; started and stopped
 in order by the app's lifespan."""
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
+from sqlmodel import Session
 
 from agent.storage import fsync_directory
 from fleet_server.core.config import Settings
 from fleet_server.core.db import create_db_engine
 from fleet_server.core.schema import upgrade_schema
-from fleet_server.core.security import load_or_create_secret
+from fleet_server.core.security import load_or_create_secret, new_token
 from fleet_server.errors import DatabaseUnavailableError
 from fleet_server.keyring import ROOT_FILE, Keyring, init_keyring, load_keyring
+from fleet_server.mqtt.acl import SERVER_IDENTITY
 from fleet_server.mqtt.bridge import MqttBridge
 from fleet_server.mqtt.broker_url import BrokerAddress, parse_mqtt_url
 from fleet_server.mqtt.directive_publisher import DirectivePublisher
+from fleet_server.mqtt.embedded_auth import BrokerAuthenticator
 from fleet_server.mqtt.embedded_broker import EmbeddedBroker
+from fleet_server.pki import CA_DIR, FleetCA, open_ca
+from fleet_server.services import certificates, root_history
 from fleet_server.services.artifact_store import ArtifactStore
 
 logger = logging.getLogger(__name__)
@@ -38,6 +43,7 @@ class ServerRuntime:
     bridge: MqttBridge
     publisher: DirectivePublisher
     embedded_broker: EmbeddedBroker | None = None
+    ca: FleetCA | None = None  # the fleet CA: device certificates, CRL
     _stopped: bool = field(default=False, repr=False)
 
     def device_mqtt_url(self, request_host: str | None) -> str:
@@ -73,6 +79,23 @@ def open_keyring(settings: Settings) -> Keyring:
     return keyring
 
 
+def record_key_state(engine: Engine, keyring: Keyring, ca: FleetCA) -> None:
+    """Record the key directory's roots (audited when new) and rewrite the CRL from the database."""
+    with Session(engine, expire_on_commit=False) as session:
+        root_history.record(session, root_history.keyring_roots(keyring))
+        certificates.write_crl(session, ca)
+
+
+def broker_tls_identity(address: BrokerAddress, settings: Settings, ca: FleetCA) -> BrokerAddress:
+    """An mqtts:// broker: verify it with the fleet CA (or EDGEFLEET_MQTT_CA_FILE), log in with a client cert."""
+    if settings.mqtt_cert_file is not None:
+        cert, key = settings.mqtt_cert_file, settings.mqtt_key_file or settings.mqtt_cert_file
+    else:
+        cert, key = ca.ensure_server_identity()
+    return replace(address, ca_file=str(settings.mqtt_ca_file or ca.cert_path), cert_file=str(cert),
+                   key_file=str(key))
+
+
 def start_runtime(settings: Settings) -> ServerRuntime:
     """Prepare storage and schema, load keys, start the broker (if embedded) and the bridge."""
     data_dir = settings.resolved_data_dir
@@ -89,16 +112,24 @@ def start_runtime(settings: Settings) -> ServerRuntime:
                                            f"{engine.url.render_as_string(hide_password=True)}: "
                                            f"{str(exc.orig or exc).strip()}") from None
         keyring = open_keyring(settings)
+        ca = open_ca(settings.resolved_key_dir / CA_DIR)
+        record_key_state(engine, keyring, ca)
         artifacts = ArtifactStore(settings.resolved_artifact_dir)
         artifacts.prepare()
         admin_token = settings.admin_token or load_or_create_secret(data_dir / "admin_token", "admin")
-        bootstrap_token = settings.bootstrap_token or load_or_create_secret(data_dir / "bootstrap_token",
-                                                                            "bootstrap")
+        bootstrap_token = settings.bootstrap_token
+        if bootstrap_token:
+            logger.warning("server event=provisioning_token_enabled detail='EDGEFLEET_BOOTSTRAP_TOKEN enrolls any "
+                           "number of devices and never expires: for development and demos only'")
         if settings.uses_embedded_broker:
-            embedded = EmbeddedBroker(settings.embedded_mqtt_host, settings.embedded_mqtt_port)
-            address = embedded.start()
+            server_secret = new_token()
+            embedded = EmbeddedBroker(settings.embedded_mqtt_host, settings.embedded_mqtt_port,
+                                      BrokerAuthenticator(engine, server_secret))
+            address = replace(embedded.start(), username=SERVER_IDENTITY, password=server_secret)
         else:
             address = parse_mqtt_url(settings.mqtt_url)
+            if address.tls:
+                address = broker_tls_identity(address, settings, ca)
         bridge = MqttBridge(address, engine, shared_subscription=settings.mqtt_shared_subscription
                             and embedded is None)
         publisher = DirectivePublisher(bridge, engine, settings.publish_timeout_s,
@@ -114,4 +145,4 @@ def start_runtime(settings: Settings) -> ServerRuntime:
     logger.info("server event=started data_dir=%s database=%s mqtt=%s embedded_broker=%s", data_dir,
                 engine.url.render_as_string(hide_password=True), address.url, embedded is not None)
     return ServerRuntime(settings, engine, keyring, artifacts, admin_token, bootstrap_token, address, bridge,
-                         publisher, embedded)
+                         publisher, embedded, ca)

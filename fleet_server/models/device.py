@@ -26,6 +26,8 @@ class DeviceEnroll(DeviceFactsBase):
     device_id: str = Field(max_length=63)
     bootstrap_token: str = Field(min_length=1, max_length=512)
     tags: list[str] = Field(default_factory=list, max_length=MAX_TAGS)
+    csr: str | None = Field(default=None, min_length=1, max_length=16384,
+                            description="PEM CSR of the device's own key (CN = device id) for its MQTT certificate")
 
     @field_validator("device_id")
     @classmethod
@@ -59,6 +61,9 @@ class EnrollmentPublic(BaseModel):
     mqtt_url: str
     root: dict[str, Any]  # the signed root envelope to provision as trusted
     artifact_base_url: str | None
+    certificate: str | None = None  # PEM client certificate for the CSR sent (CN = device id)
+    certificate_not_after: datetime | None = None
+    ca_certificate: str | None = None  # PEM fleet CA: verifies the broker (and the server over https)
 
 
 class Device(DeviceFactsBase, table=True):

@@ -58,7 +58,8 @@ class MqttBridge:
         if self.address.username is not None:
             client.username_pw_set(self.address.username, self.address.password)
         if self.address.tls:
-            client.tls_set()
+            client.tls_set(ca_certs=self.address.ca_file, certfile=self.address.cert_file,
+                           keyfile=self.address.key_file)
         client.reconnect_delay_set(RECONNECT_MIN_DELAY_S, RECONNECT_MAX_DELAY_S)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect

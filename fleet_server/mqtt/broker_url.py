@@ -15,6 +15,9 @@ class BrokerAddress:
     tls: bool = False
     username: str | None = None
     password: str | None = None
+    ca_file: str | None = None  # TLS: CA to verify the broker (None: the system's)
+    cert_file: str | None = None  # TLS: client certificate (mutual TLS)
+    key_file: str | None = None
 
     @property
     def url(self) -> str:

@@ -12,6 +12,7 @@ from typing import Any
 
 from fleet_server.errors import EmbeddedBrokerError
 from fleet_server.mqtt.broker_url import BrokerAddress
+from fleet_server.mqtt.embedded_auth import BrokerAuthenticator, plugin_config
 
 logger = logging.getLogger(__name__)
 
@@ -21,8 +22,10 @@ LISTENER = "default"
 
 
 class EmbeddedBroker:
-    def __init__(self, host: str = "127.0.0.1", port: int = 1883) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 1883,
+                 authenticator: BrokerAuthenticator | None = None) -> None:
         self.host = host
+        self.authenticator = authenticator  # None: open access (tests); the server always passes one
         self.requested_port = port
         self.port: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -40,7 +43,7 @@ class EmbeddedBroker:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return {
             "listeners": {LISTENER: {"type": "tcp", "bind": f"{host}:{self.requested_port}"}},
-            "plugins": {"fleet_server.mqtt.embedded_auth.OpenAccessAuthPlugin": {}},
+            "plugins": plugin_config(self.authenticator),
         }
 
     def start(self) -> BrokerAddress:

@@ -34,6 +34,7 @@ from fleet_server.models.deployment import (
 from fleet_server.models.device import Device
 from fleet_server.models.release import ReleaseRecord
 from fleet_server.services import devices, releases
+from fleet_server.services.audit import SYSTEM_ACTOR, record_audit
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ class OutgoingDirective:
 
 
 def create_deployment(
-    session: Session, keyring: Keyring, request: DeploymentCreate, directive_ttl_s: int
+    session: Session, keyring: Keyring, request: DeploymentCreate, directive_ttl_s: int, actor: str = SYSTEM_ACTOR
 ) -> tuple[Deployment, list[OutgoingDirective]]:
     begin_write(session)
     release = releases.get_release(session, request.release.name, request.release.version)
@@ -86,6 +87,9 @@ def create_deployment(
         )
         session.add(target)
         pending.append((target, envelope))
+    record_audit(session, actor, "deployment.created", {
+        "deployment_id": deployment.id, "release": release.name, "version": release.version,
+        "action": request.action.value, "devices": len(target_ids)})
     session.commit()
     logger.info("server event=deployment_created deployment=%d release=%s version=%d action=%s devices=%d",
                 deployment.id, release.name, release.version, request.action.value, len(target_ids))

@@ -2,14 +2,15 @@
 
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from sqlmodel import Session, col, delete, select
 
 from fleet_server.core.db import begin_write
-from fleet_server.core.security import hash_token, new_token, tokens_equal
+from fleet_server.core.security import hash_token, new_token
 from fleet_server.core.types import utcnow
-from fleet_server.errors import AuthenticationError, DeviceNotFoundError
+from fleet_server.errors import CertificateRequestError, DeviceNotFoundError, DeviceRevokedError
 from fleet_server.models.deployment import Deployment, DeploymentTarget
 from fleet_server.models.device import (
     Device,
@@ -19,7 +20,11 @@ from fleet_server.models.device import (
     InstalledModelPublic,
     LatestDeploymentPublic,
 )
+from fleet_server.models.pki import CertificatePublic, DeviceRevocation
 from fleet_server.models.release import ReleaseRecord
+from fleet_server.pki import FleetCA
+from fleet_server.services import bootstrap_tokens, certificates
+from fleet_server.services.audit import record_audit
 
 logger = logging.getLogger(__name__)
 
@@ -29,13 +34,16 @@ class Enrollment:
     device: Device
     credential: str  # plaintext, returned to the device once
     created: bool
+    certificate: CertificatePublic | None = None  # issued from the request's CSR
 
 
-def enroll_device(session: Session, request: DeviceEnroll, bootstrap_token: str) -> Enrollment:
-    """Create the device, or rotate the credential of an existing one (re-enrollment)."""
-    if not tokens_equal(request.bootstrap_token, bootstrap_token):
-        logger.warning("server event=enroll_refused device=%s reason=bad_bootstrap_token", request.device_id)
-        raise AuthenticationError("invalid bootstrap token")
+def enroll_device(session: Session, request: DeviceEnroll, provisioning_token: str = "", ca: FleetCA | None = None,
+                  certificate_lifetime: timedelta = timedelta(days=7)) -> Enrollment:
+    """Create the device, or rotate the credential of an existing one (re-enrollment).
+
+    The bootstrap token is spent in the same transaction (``bootstrap_tokens.consume``); a CSR in the
+    request gets a client certificate from ``ca``. A revoked device cannot enroll again.
+    """
     credential = new_token()
     facts = {
         "arch": request.arch,
@@ -44,6 +52,9 @@ def enroll_device(session: Session, request: DeviceEnroll, bootstrap_token: str)
         "agent_version": request.agent_version,
     }
     begin_write(session)
+    method = bootstrap_tokens.consume(session, request.bootstrap_token, request.device_id, provisioning_token)
+    if session.get(DeviceRevocation, request.device_id) is not None:
+        raise DeviceRevokedError(f"device {request.device_id!r} is revoked and cannot enroll again")
     device = session.get(Device, request.device_id)
     created = device is None
     now = utcnow()
@@ -62,18 +73,30 @@ def enroll_device(session: Session, request: DeviceEnroll, bootstrap_token: str)
     session.flush()
     for tag in request.tags:
         session.add(DeviceTag(device_id=request.device_id, tag=tag))
+    certificate = None
+    if request.csr is not None:
+        if ca is None:
+            raise CertificateRequestError("this server has no fleet CA to certify the CSR")
+        certificate = certificates.issue(session, ca, request.device_id, request.csr, certificate_lifetime)
+    record_audit(session, method, "device.enrolled", {
+        "device_id": request.device_id, "created": created, "tags": request.tags,
+        "certificate_serial": certificate.serial if certificate else None})
     session.commit()
     logger.info("server event=device_enrolled device=%s created=%s arch=%s ram_mb=%d runtimes=%s tags=%s",
                 device.device_id, created, device.arch, device.ram_mb, ",".join(device.runtimes),
                 ",".join(request.tags))
-    return Enrollment(device, credential, created)
+    return Enrollment(device, credential, created, certificate)
 
 
 def authenticate_device(session: Session, credential: str) -> Device | None:
     """The device holding ``credential``, or None."""
     if not credential:
         return None
-    return session.exec(select(Device).where(Device.credential_hash == hash_token(credential))).first()
+    device = session.exec(select(Device).where(Device.credential_hash == hash_token(credential))).first()
+    if device is not None and session.get(DeviceRevocation, device.device_id) is not None:
+        logger.info("server event=auth_refused device=%s reason=revoked", device.device_id)
+        return None
+    return device
 
 
 def get_device(session: Session, device_id: str) -> Device:

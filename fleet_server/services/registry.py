@@ -34,6 +34,7 @@ from fleet_server.models.registry import (
     ModelVersionPublic,
 )
 from fleet_server.models.release import ReleaseRecord
+from fleet_server.services.audit import SYSTEM_ACTOR, record_audit
 from fleet_server.services.model_inspection import ModelInfo
 from fleet_server.services.multipart_upload import StagedFile
 
@@ -102,7 +103,7 @@ class NewVersion:
     info: ModelInfo
 
 
-def register_version(session: Session, new: NewVersion) -> ModelVersion:
+def register_version(session: Session, new: NewVersion, actor: str = SYSTEM_ACTOR) -> ModelVersion:
     """Insert ``new`` as the next version of its model (creating the model on first upload)."""
     metadata = new.fields.metadata
     for attempt in range(1, VERSION_ALLOCATION_ATTEMPTS + 1):
@@ -131,6 +132,9 @@ def register_version(session: Session, new: NewVersion) -> ModelVersion:
                 lineage=None if metadata.lineage is None else metadata.lineage.model_dump(),
             )
             session.add(row)
+            session.flush()
+            record_audit(session, actor, "model.uploaded", {"name": new.fields.name, "version": row.version,
+                                                            "sha256": row.sha256, "bytes": row.size_bytes})
             session.commit()
         except IntegrityError:
             session.rollback()

@@ -18,6 +18,7 @@ from fleet_server.keyring import Keyring
 from fleet_server.models.registry import ModelVersion
 from fleet_server.models.release import ReleasePublic, ReleaseRecord, ReleaseSummary, VariantPublic
 from fleet_server.services import registry
+from fleet_server.services.audit import SYSTEM_ACTOR, record_audit
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +50,8 @@ def build_release(name: str, row: ModelVersion, ttl_days: int) -> Release:
     )
 
 
-def create_release(session: Session, keyring: Keyring, name: str, version: int, ttl_days: int) -> ReleaseRecord:
+def create_release(session: Session, keyring: Keyring, name: str, version: int, ttl_days: int,
+                   actor: str = SYSTEM_ACTOR) -> ReleaseRecord:
     begin_write(session)
     row = registry.get_version(session, name, version)
     if keyring.release_key is None:
@@ -61,6 +63,13 @@ def create_release(session: Session, keyring: Keyring, name: str, version: int, 
         raise ReleaseExistsError(f"{name} v{version} is already released (sha256 {existing.sha256})")
     release = build_release(name, row, ttl_days)
     envelope = keyring.sign(Role.RELEASE, release.to_dict())
+    return store_release(session, row, release, envelope, actor, signed_by="server")
+
+
+def store_release(session: Session, row: ModelVersion, release: Release, envelope: Envelope, actor: str,
+                  signed_by: str) -> ReleaseRecord:
+    """Store a verified signed release of ``row`` (in the caller's write transaction) and commit."""
+    name, version = release.name, release.version
     assert row.id is not None
     record = ReleaseRecord(
         model_version_id=row.id,
@@ -73,6 +82,9 @@ def create_release(session: Session, keyring: Keyring, name: str, version: int, 
     )
     session.add(record)
     try:
+        session.flush()
+        record_audit(session, actor, "release.signed", {"name": name, "version": version, "sha256": record.sha256,
+                                                        "signed_by": signed_by})
         session.commit()
     except IntegrityError:
         session.rollback()

@@ -40,7 +40,7 @@ def test_reenrollment_rotates_the_credential(api: Api) -> None:
 
 def test_bad_bootstrap_token_is_401(api: Api) -> None:
     response = api.enroll("enroll-3", bootstrap_token="wrong")
-    assert response.status_code == 401 and response.json()["detail"] == "invalid bootstrap token"
+    assert response.status_code == 401 and response.json()["detail"] == "invalid, used or expired bootstrap token"
     assert api.get("/devices/enroll-3").status_code == 404
 
 

@@ -74,11 +74,11 @@ def test_a_taken_port_is_one_clear_error() -> None:
 
 def test_server_on_the_embedded_broker_delivers_directives(api: Api) -> None:
     assert api.runtime.embedded_broker is not None and api.runtime.bridge.wait_connected(10)
-    api.enroll("eb-server-dev")
+    credential = api.enroll("eb-server-dev").json()["credential"]
     release = api.released_model("eb-model")
     address = api.runtime.broker_address
     device = TestMqttClient(address.host, address.port, "eb-server-dev", clean_session=False,
-                            username="eb-server-dev", password="x")
+                            username="eb-server-dev", password=credential)
     try:
         device.subscribe(device_topic("eb-server-dev", TopicKind.DIRECTIVE))
         response = api.post("/deployments", json={"release": {"name": "eb-model", "version": release["version"]},
@@ -101,7 +101,7 @@ def test_restart_restores_retained_directives(tmp_path) -> None:
     data_dir = tmp_path / "restart"
     with TestClient(create_app(make_settings(data_dir))) as client:
         first = Api(client, tmp_path)
-        first.enroll("eb-restart")
+        credential = first.enroll("eb-restart").json()["credential"]
         release = first.released_model("eb-restart-model")
         response = first.post("/deployments", json={"release": {"name": "eb-restart-model",
                                                                 "version": release["version"]},
@@ -112,14 +112,15 @@ def test_restart_restores_retained_directives(tmp_path) -> None:
         assert second.runtime.bridge.wait_connected(10)
         address = second.runtime.broker_address
         topic = device_topic("eb-restart", TopicKind.DIRECTIVE)
-        observer = TestMqttClient(address.host, address.port, "eb-restart-observer")
+        observer = TestMqttClient(address.host, address.port, "eb-restart", username="eb-restart",
+                                  password=credential)
         try:
             observer.subscribe(topic)
             observer.next_message()  # live or retained, depending on who was first: the restore happened
         finally:
             observer.close()
         device = TestMqttClient(address.host, address.port, "eb-restart", clean_session=False,
-                                username="eb-restart", password="x")
+                                username="eb-restart", password=credential)
         try:
             device.subscribe(topic)
             message = device.next_message()

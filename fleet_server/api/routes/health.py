@@ -3,7 +3,7 @@
 from fastapi import APIRouter
 from pydantic import BaseModel
 
-from fleet_server.api.deps import RuntimeDep
+from fleet_server.api.deps import PublicDep, RuntimeDep
 
 router = APIRouter(tags=["health"])
 
@@ -14,5 +14,5 @@ class Health(BaseModel):
 
 
 @router.get("/health", response_model=Health)
-def health(runtime: RuntimeDep) -> Health:
+def health(runtime: RuntimeDep, _public: PublicDep) -> Health:
     return Health(status="ok", mqtt_connected=runtime.bridge.connected)

@@ -4,7 +4,7 @@ from fastapi import APIRouter, Request, status
 from fastapi.concurrency import run_in_threadpool
 from sqlmodel import Session
 
-from fleet_server.api.deps import OperatorDep, RuntimeDep, SessionDep
+from fleet_server.api.deps import Caller, OperatorDep, RuntimeDep, SessionDep, ViewerDep
 from fleet_server.api.errors import ERROR_RESPONSES
 from fleet_server.errors import InvalidUploadError, UploadTooLargeError
 from fleet_server.models.common import ErrorDetail
@@ -43,7 +43,7 @@ UPLOAD_FORM_SCHEMA = {
                                    "content": {"multipart/form-data": {"schema": UPLOAD_FORM_SCHEMA}}}},
 )
 async def upload_model(request: Request, runtime: RuntimeDep, session: SessionDep,
-                       _operator: OperatorDep) -> ModelVersionPublic:
+                       caller: OperatorDep) -> ModelVersionPublic:
     """Upload a model file as the next version of ``name``."""
     max_bytes = runtime.settings.max_upload_bytes
     declared = request.headers.get("content-length")
@@ -55,35 +55,35 @@ async def upload_model(request: Request, runtime: RuntimeDep, session: SessionDe
                                   staging_path=staging, max_file_bytes=max_bytes)
         if form.file is None:
             raise InvalidUploadError("the form field 'file' (the model file) is required")
-        return await run_in_threadpool(_register, runtime, session, form.fields, form.file)
+        return await run_in_threadpool(_register, runtime, session, form.fields, form.file, caller)
     finally:
         staging.unlink(missing_ok=True)
 
 
 def _register(runtime: ServerRuntime, session: Session, fields: dict[str, str],
-              staged: StagedFile) -> ModelVersionPublic:
+              staged: StagedFile, caller: Caller) -> ModelVersionPublic:
     upload = registry.parse_upload_fields(fields)
     info = inspect_model_file(staged.path)
     runtime.artifacts.commit(staged.path, staged.sha256)
-    row = registry.register_version(session, registry.NewVersion(upload, staged, info))
+    row = registry.register_version(session, registry.NewVersion(upload, staged, info), caller.name)
     return registry.version_public(upload.name, row, released=False)
 
 
 @router.get("", response_model=list[ModelPublic])
-def list_models(session: SessionDep, _operator: OperatorDep) -> list[ModelPublic]:
+def list_models(session: SessionDep, _viewer: ViewerDep) -> list[ModelPublic]:
     return registry.list_models(session)
 
 
 @router.get("/{name}", response_model=ModelPublic)
-def show_model(name: str, session: SessionDep, _operator: OperatorDep) -> ModelPublic:
+def show_model(name: str, session: SessionDep, _viewer: ViewerDep) -> ModelPublic:
     return registry.model_public(session, name)
 
 
 @router.get("/{name}/versions", response_model=list[ModelVersionPublic])
-def list_versions(name: str, session: SessionDep, _operator: OperatorDep) -> list[ModelVersionPublic]:
+def list_versions(name: str, session: SessionDep, _viewer: ViewerDep) -> list[ModelVersionPublic]:
     return registry.list_versions(session, name)
 
 
 @router.get("/{name}/versions/{version}", response_model=ModelVersionPublic)
-def show_version(name: str, version: int, session: SessionDep, _operator: OperatorDep) -> ModelVersionPublic:
+def show_version(name: str, version: int, session: SessionDep, _viewer: ViewerDep) -> ModelVersionPublic:
     return registry.version_detail(session, name, version)
