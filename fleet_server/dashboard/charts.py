@@ -29,7 +29,7 @@ class Bar:
     note: str = ""  # shown after the value, e.g. "of 1000"
 
 
-def nice_ticks(low: float, high: float, count: int = 4) -> list[float]:
+def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
     """Round tick values covering [low, high] (1, 2 or 5 times a power of ten apart)."""
     if not math.isfinite(low) or not math.isfinite(high):
         return [0.0]
