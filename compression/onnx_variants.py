@@ -167,8 +167,11 @@ class _CalibrationReader:
 
 
 def _batches(ctx: BuildContext) -> Iterator[dict[str, np.ndarray]]:
-    size, fixed = batch_size(ctx.source.inputs, CALIBRATION_BATCH)
+    """Equal-sized batches (the histogram calibrators stack them) that together cover every row."""
     data = ctx.calibration
-    for start in range(0, data.rows - (size - 1 if fixed else 0), size):
+    size, fixed = batch_size(ctx.source.inputs, CALIBRATION_BATCH)
+    if not fixed:
+        size = max(d for d in range(1, min(size, data.rows) + 1) if data.rows % d == 0)
+    for start in range(0, data.rows - size + 1, size):
         ctx.check_cancelled()
         yield {name: array[start:start + size] for name, array in data.inputs.items()}

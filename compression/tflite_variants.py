@@ -23,6 +23,7 @@ from compression.errors import VariantBuildError, short_message
 
 logger = logging.getLogger(__name__)
 
+FLOAT_OPS = ("INPUT", "OUTPUT", "SOFTMAX")  # kept float32 in the full integer variant
 FP16_OPS = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "CONV_2D_TRANSPOSE", "EMBEDDING_LOOKUP")
 
 
@@ -46,18 +47,19 @@ def build_fp16(ctx: BuildContext, out: Path) -> None:
     for op in FP16_OPS:
         quantizer.add_weight_only_config(".*", qtyping.TFLOperationName(op), 16,
                                          algorithm_key=algorithm_manager.AlgorithmName.FLOAT_CASTING)
-    _quantize(quantizer, None, out, "float16")
+    _quantize(ctx, quantizer, None, out, "float16")
 
 
 def build_int8(ctx: BuildContext, out: Path) -> None:
     from ai_edge_quantizer import recipe
 
     plan = recipe.static_wi8_ai8()
-    # Graph inputs and outputs stay float32: the quantizer inserts QUANTIZE/DEQUANTIZE at the edges.
-    plan += [{"regex": ".*", "operation": op, "algorithm_key": "no_quantize"} for op in ("INPUT", "OUTPUT")]
+    # Graph inputs and outputs stay float32 (the quantizer inserts QUANTIZE/DEQUANTIZE at the edges), and so
+    # does a softmax: int8 probabilities (steps of 1/256) turn near-ties into top-1 flips for nothing.
+    plan += [{"regex": ".*", "operation": op, "algorithm_key": "no_quantize"} for op in FLOAT_OPS]
     quantizer = _quantizer().Quantizer(str(ctx.source.path))
     quantizer.load_quantization_recipe(plan)
-    _quantize(quantizer, _calibrate(ctx, quantizer), out, "full integer")
+    _quantize(ctx, quantizer, _calibrate(ctx, quantizer), out, "full integer")
 
 
 def build_int8_dynamic(ctx: BuildContext, out: Path) -> None:
@@ -65,7 +67,7 @@ def build_int8_dynamic(ctx: BuildContext, out: Path) -> None:
 
     quantizer = _quantizer().Quantizer(str(ctx.source.path))
     quantizer.load_quantization_recipe(recipe.dynamic_wi8_afp32())
-    _quantize(quantizer, None, out, "dynamic range")
+    _quantize(ctx, quantizer, None, out, "dynamic range")
 
 
 def _calibrate(ctx: BuildContext, quantizer: Any) -> Any:
@@ -105,15 +107,43 @@ def _signature_names(interpreter: Any, key: str, ctx: BuildContext) -> dict[str,
     return mapping
 
 
-def _quantize(quantizer: Any, calibration: Any, out: Path, what: str) -> None:
+def _quantize(ctx: BuildContext, quantizer: Any, calibration: Any, out: Path, what: str) -> None:
     try:
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             result = quantizer.quantize(calibration, enable_progress_report=False)
     except Exception as exc:  # the quantizer raises ValueError/RuntimeError on unsupported graphs
         raise VariantBuildError(f"{what} quantization failed: {short_message(exc)}") from None
-    model = bytes(result.quantized_model)
-    if not model:
+    if not result.quantized_model:
         raise VariantBuildError(f"{what} quantization produced an empty model")
+    model = restore_io_names(ctx.source.path.read_bytes(), bytes(result.quantized_model))
     atomic_write_bytes(out, model)
     logger.info("compression event=tflite_quantized kind=%s bytes=%d", what, len(model))
 
+
+
+def restore_io_names(original: bytes, quantized: bytes) -> bytes:
+    """Give the quantized graph's inputs and outputs the original's tensor names.
+
+    The quantizer names the float output it inserts ``<name>_dequant``; callers (and the release's
+    output schema) address outputs by name, so every variant must keep the original names.
+    """
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    source = flatbuffer_utils.convert_bytearray_to_object(bytearray(original))
+    target = flatbuffer_utils.convert_bytearray_to_object(bytearray(quantized))
+    if len(source.subgraphs) != len(target.subgraphs):
+        raise VariantBuildError("the quantized model has a different number of subgraphs")
+    changed = False
+    for before, after in zip(source.subgraphs, target.subgraphs, strict=True):
+        pairs = list(zip(before.inputs, after.inputs, strict=True)) + list(zip(before.outputs, after.outputs,
+                                                                             strict=True))
+        for old_index, new_index in pairs:
+            name = before.tensors[old_index].name
+            if after.tensors[new_index].name == name:
+                continue
+            for tensor in after.tensors:
+                if tensor.name == name:
+                    tensor.name = name + b"/quantized"
+            after.tensors[new_index].name = name
+            changed = True
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(target)) if changed else quantized
