@@ -11,17 +11,18 @@ from typing import Annotated
 from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
-from sqlmodel import Session
+from sqlmodel import Session, select
 
-from fleet_server.api.deps import RuntimeDep, SessionDep
+from fleet_server.api.deps import ADMIN_ACTOR, RuntimeDep, SessionDep
 from fleet_server.core.security import hash_token, load_or_create_secret, tokens_equal
 from fleet_server.dashboard.session import UiSession, csrf_token, decode_session
 from fleet_server.errors import AuthenticationError, PermissionDeniedError
+from fleet_server.models.tokens import ApiToken, Role
 from fleet_server.runtime import ServerRuntime
+from fleet_server.services import api_tokens
 
 COOKIE_NAME = "edgefleet_session"
 COOKIE_PATH = "/ui"
-ROLES = ("viewer", "operator", "admin")
 _secret_lock = threading.Lock()
 
 
@@ -48,7 +49,7 @@ class UiUser:
     csrf: str
 
     def can(self, role: str) -> bool:
-        return ROLES.index(self.role) >= ROLES.index(role)
+        return Role(self.role).allows(Role(role))
 
 
 def session_secret(request: Request, runtime: ServerRuntime) -> str:
@@ -64,17 +65,21 @@ def session_secret(request: Request, runtime: ServerRuntime) -> str:
 
 
 def authenticate_token(runtime: ServerRuntime, session: Session, token: str) -> Principal | None:
-    """The operator holding ``token`` (the same tokens the API accepts), or None."""
+    """The operator holding ``token`` (the same tokens the API accepts: admin token or API token), or None."""
     if token and tokens_equal(token, runtime.admin_token):
-        return Principal("admin", "admin")
-    return principal_for_hash(runtime, session, hash_token(token))
+        return Principal(ADMIN_ACTOR, Role.ADMIN.value)
+    api_token = api_tokens.authenticate(session, token)
+    return None if api_token is None else Principal(api_tokens.actor_name(api_token), api_token.role)
 
 
 def principal_for_hash(runtime: ServerRuntime, session: Session, token_hash: str) -> Principal | None:
     """Re-check a logged-in session: is the token it was opened with still valid, and with which role?"""
     if tokens_equal(token_hash, hash_token(runtime.admin_token)):
-        return Principal("admin", "admin")
-    return None
+        return Principal(ADMIN_ACTOR, Role.ADMIN.value)
+    api_token = session.exec(select(ApiToken).where(ApiToken.token_hash == token_hash)).first()
+    if api_token is None or not api_tokens.is_active(api_token):
+        return None
+    return Principal(api_tokens.actor_name(api_token), api_token.role)
 
 
 def current_session(request: Request, runtime: RuntimeDep, session: SessionDep) -> UiUser:

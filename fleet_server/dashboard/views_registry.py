@@ -62,7 +62,7 @@ async def deploy_release(request: Request, name: str, version: int, runtime: Run
 
     def create() -> int:
         deployment, outgoing = deployments.create_deployment(session, runtime.keyring, body,
-                                                             runtime.settings.directive_ttl_s)
+                                                             runtime.settings.directive_ttl_s, actor=user.actor)
         runtime.publisher.publish(outgoing)
         assert deployment.id is not None
         return deployment.id

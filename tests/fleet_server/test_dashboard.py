@@ -152,3 +152,32 @@ def test_static_assets_ship_with_the_package(browser: TestClient) -> None:
     js = browser.get("/ui/static/dashboard.js")
     assert css.status_code == 200 and "svg.chart" in css.text
     assert js.status_code == 200 and "data-poll" in js.text
+
+
+def test_roles_apply_to_the_dashboard_and_revoking_a_token_ends_its_sessions(api: Api, browser: TestClient,
+                                                                              fleet: dict) -> None:
+    issued = api.post("/tokens", json={"name": "dash viewer", "role": "viewer"})
+    assert issued.status_code == 201, issued.text
+    log_in(browser, issued.json()["token"])
+    release = browser.get(f"/ui/releases/{MODEL}/1").text
+    assert "viewer" in release and "deploy-form" not in release and "needs the operator role" in release
+    csrf = csrf_of(browser)
+    refused = browser.post(f"/ui/releases/{MODEL}/1/deploy", data={"tags": "dash", "csrf_token": csrf})
+    assert refused.status_code == 403 and "operator role" in refused.text
+    assert browser.get("/ui/devices").status_code == 200
+    assert api.client.delete(f"/api/v1/tokens/{issued.json()['id']}", headers=api.headers).status_code == 200
+    assert browser.get("/ui/devices").status_code == 303  # the session died with its token
+
+
+def test_deployments_from_the_dashboard_are_audited_under_the_user(api: Api, browser: TestClient,
+                                                                   fleet: dict) -> None:
+    issued = api.post("/tokens", json={"name": "dash operator", "role": "operator"}).json()
+    log_in(browser, issued["token"])
+    csrf = csrf_of(browser, f"/ui/releases/{MODEL}/1")
+    done = browser.post(f"/ui/releases/{MODEL}/1/deploy", data={"device_ids": "dash-0", "csrf_token": csrf})
+    assert done.status_code == 303
+    actor = f"token:dash operator#{issued['id']}"
+    entries = api.get("/audit", params={"action": "deployment.created", "limit": 1000}).json()
+    assert any(entry["actor"] == actor for entry in entries)
+    page = browser.get("/ui/audit").text
+    assert actor in page and "deployment.created" in page
