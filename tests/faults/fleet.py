@@ -1,0 +1,153 @@
+"""A small fleet for one fault scenario: its own broker, the real server, agents as processes.
+
+Every scenario gets a broker of its own (``mosquitto_factory``: restarting it hurts nobody
+else) and a server on it. Agents are real ``edgefleet-agent`` processes (``LocalAgent``);
+each may sit behind fault proxies for its artifact downloads and its MQTT connection, run on
+a data directory of its own file system, or carry extra ``EDGEFLEET_AGENT_*`` settings.
+Releases are 1 MB copies of the digits model (padding in the ONNX doc string) so downloads
+take several chunks and a truncation or a full disk lands mid-body.
+"""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from fleet_server.client import FleetClient
+from fleet_server.localfleet import LocalAgent, LocalServer
+from tests.faults.toolkit.proxy import FaultProxy
+from tests.faults.toolkit.summary import ScenarioRecord
+from tests.helpers.mosquitto import MosquittoBroker
+from tests.integration.conftest import MODELS, start_server
+
+SAMPLE = np.load(MODELS / "digits_sample.npy")[:2].tolist()
+RELEASE_BYTES = 1024 * 1024
+FAST_RETRIES = {  # agents retry quickly in tests: a fault must not cost minutes of backoff
+    "EDGEFLEET_AGENT_DOWNLOAD_RETRY_BASE_S": "0.2",
+    "EDGEFLEET_AGENT_DOWNLOAD_RETRY_MAX_S": "1.0",
+    "EDGEFLEET_AGENT_DOWNLOAD_TIMEOUT_S": "3",
+    "EDGEFLEET_AGENT_HEARTBEAT_INTERVAL_S": "5",
+}
+_numbers = itertools.count(1)
+
+
+def padded_model(directory: Path, marker: str, size: int = RELEASE_BYTES) -> Path:
+    """The digits MLP padded to about ``size`` bytes, with bytes unique to this call."""
+    model = onnx.load(MODELS / "digits_mlp.onnx")
+    model.doc_string = f"edgefleet fault model {marker} " + secrets.token_hex(max(0, size // 2))
+    path = directory / f"{marker}.onnx"
+    onnx.save(model, path)
+    return path
+
+
+@dataclass
+class FleetAgent(LocalAgent):
+    artifact_proxy: FaultProxy | None = None
+    mqtt_proxy: FaultProxy | None = None
+
+    def close_proxies(self) -> None:
+        for proxy in (self.artifact_proxy, self.mqtt_proxy):
+            if proxy is not None:
+                proxy.close()
+
+
+@dataclass
+class FaultFleet:
+    root: Path
+    broker: MosquittoBroker
+    server_env: dict[str, str] = field(default_factory=dict)
+    server: LocalServer | None = None
+    agents: list[FleetAgent] = field(default_factory=list)
+    _client: FleetClient | None = None
+
+    # -- server ------------------------------------------------------------------
+
+    def start(self) -> FaultFleet:
+        self.server = start_server(self.root / "server", self.broker.url, **self.server_env)
+        return self
+
+    @property
+    def client(self) -> FleetClient:
+        assert self.server is not None
+        if self._client is None:
+            self._client = FleetClient(self.server.url, self.server.admin_token)
+        return self._client
+
+    def kill_server(self) -> None:
+        assert self.server is not None and self.server.process is not None
+        self.server.process.kill()
+
+    def restart_server(self) -> None:
+        assert self.server is not None
+        self.server.start()
+
+    # -- agents ------------------------------------------------------------------
+
+    def add_agent(self, *, env: dict[str, str] | None = None, data_dir: Path | None = None,
+                  artifact_proxy: bool = False, mqtt_proxy: bool = False, start: bool = True,
+                  seed: int = 0) -> FleetAgent:
+        assert self.server is not None
+        device_id = f"fault-{next(_numbers)}"
+        agent_env = dict(FAST_RETRIES)
+        proxies: dict[str, FaultProxy] = {}
+        if artifact_proxy:
+            proxies["artifact_proxy"] = FaultProxy(self.server.port, http=True, seed=seed, name=f"{device_id}-http")
+            agent_env["EDGEFLEET_AGENT_ARTIFACT_BASE_URL"] = proxies["artifact_proxy"].url
+        if mqtt_proxy:
+            proxies["mqtt_proxy"] = FaultProxy(self.broker.port, seed=seed, name=f"{device_id}-mqtt")
+            agent_env["EDGEFLEET_AGENT_MQTT_URL"] = proxies["mqtt_proxy"].mqtt_url
+        agent_env.update(env or {})
+        agent = FleetAgent(device_id, data_dir or self.root / device_id, extra_env=agent_env, **proxies)
+        self.agents.append(agent)
+        agent.enroll(self.server.url, self.server.bootstrap_token)
+        if start:
+            agent.start()
+            agent.wait_serving()
+        return agent
+
+    def restart_agent(self, agent: FleetAgent) -> None:
+        agent.start()
+        agent.wait_serving()
+
+    # -- releases and deployments --------------------------------------------------
+
+    def publish(self, name: str, marker: str, size: int = RELEASE_BYTES) -> int:
+        model = padded_model(self.root, f"{name}-{marker}", size)
+        version = self.client.upload_model(model, name)["version"]
+        self.client.create_release(name, version)
+        return version
+
+    def deploy(self, name: str, version: int, agents: list[FleetAgent]) -> int:
+        return self.client.deploy(name, version, device_ids=[agent.device_id for agent in agents])["id"]
+
+    def wait(self, deployment_id: int, timeout: float = 120.0) -> dict[str, Any]:
+        return self.client.wait_for_deployment(deployment_id, timeout=timeout)
+
+    def install_everywhere(self, name: str, version: int, timeout: float = 120.0) -> None:
+        """The starting point of a scenario: every agent serves ``version`` (no faults yet)."""
+        final = self.wait(self.deploy(name, version, self.agents), timeout)
+        states = {target["device_id"]: target["state"] for target in final["targets"]}
+        assert set(states.values()) == {"succeeded"}, states
+
+    # -- teardown ------------------------------------------------------------------
+
+    def stop(self) -> None:
+        for agent in self.agents:
+            agent.stop()
+            agent.close_proxies()
+        if self._client is not None:
+            self._client.close()
+        if self.server is not None:
+            self.server.stop()
+
+
+def record_of(scenario: str, fleet: FaultFleet, serving: dict[str, int], final_state: str | dict[str, int],
+              **extra: Any) -> ScenarioRecord:
+    return ScenarioRecord(scenario=scenario, devices=len(fleet.agents), serving=serving, final_state=final_state,
+                          **extra)

@@ -1,0 +1,48 @@
+"""The promise every fault scenario checks: each device serves its old or its new model, never
+none, and what the server says about each device agrees with what the device serves."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fleet_server.processes import WaitTimeoutError, wait_until
+from tests.faults.fleet import SAMPLE, FaultFleet, FleetAgent
+from tests.faults.toolkit.observe import Serving, answered_version, serving, tally
+
+NOT_INSTALLED = ("failed", "rejected", "rolled_back")
+
+
+def settled_serving(agent: FleetAgent, model: str, timeout: float = 30.0) -> Serving:
+    """What ``agent`` serves once its endpoint answers (a restarted agent loads its slot first)."""
+    try:
+        wait_until(lambda: answered_version(agent, model, SAMPLE) is not None, timeout,
+                   f"{agent.device_id} to answer inferences")
+    except WaitTimeoutError:
+        pass  # reported as serving none below
+    return serving(agent, model, SAMPLE)
+
+
+def check_fleet(fleet: FaultFleet, model: str, old_version: int | None, new_version: int,
+                final: dict[str, Any] | None = None, agents: list[FleetAgent] | None = None) -> dict[str, int]:
+    """Assert the invariants; return devices per class (old/new/none/inconsistent)."""
+    agents = fleet.agents if agents is None else agents
+    reports = {agent.device_id: settled_serving(agent, model) for agent in agents}
+    counts = tally(list(reports.values()), old_version, new_version)
+    assert counts["none"] == 0 and counts["inconsistent"] == 0, reports
+    for target in (final or {}).get("targets", []):
+        report = reports.get(target["device_id"])
+        if report is None:
+            continue
+        served = report.classify(old_version, new_version)
+        if target["state"] == "succeeded":
+            assert served == "new", (target, report)
+        elif target["state"] in NOT_INSTALLED:
+            assert served == "old", (target, report)
+    return counts
+
+
+def states_of(final: dict[str, Any]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for target in final["targets"]:
+        counts[target["state"]] = counts.get(target["state"], 0) + 1
+    return dict(sorted(counts.items()))
