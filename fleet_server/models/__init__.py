@@ -9,6 +9,7 @@ from fleet_server.models.drift import DriftEvaluation
 from fleet_server.models.pki import DeviceCertificate, DeviceRevocation, TrustedRoot
 from fleet_server.models.registry import ModelRecord, ModelVersion
 from fleet_server.models.release import ReleaseRecord
+from fleet_server.models.rollout import ControllerLease, Rollout, RolloutDevice, RolloutPhase
 from fleet_server.models.telemetry import ReferenceProfileRecord, TelemetryWindowRecord
 from fleet_server.models.tokens import ApiToken, BootstrapToken
 
@@ -16,5 +17,6 @@ __all__ = [
     "Deployment", "DeploymentEvent", "DeploymentTarget", "Device", "DeviceTag", "ModelRecord", "ModelVersion",
     "ReleaseRecord",
     "Alert", "AlertDelivery", "DriftEvaluation", "ReferenceProfileRecord", "TelemetryWindowRecord",
+    "ControllerLease", "Rollout", "RolloutDevice", "RolloutPhase",
     "AuditEntry", "AuditHead", "ApiToken", "BootstrapToken", "DeviceCertificate", "DeviceRevocation", "TrustedRoot",
 ]
