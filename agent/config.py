@@ -55,6 +55,7 @@ class AgentConfig:
     ram_mb: int | None = None
     runtimes: tuple[str, ...] | None = None
     log_level: str = "INFO"
+    clock_offset_s: float = 0.0  # test-only: simulated clock skew for expiry checks (agent.clock)
 
 
 def _text(value: Any, from_env: bool) -> str:
@@ -133,6 +134,7 @@ PARSERS: dict[str, Callable[[Any, bool], Any]] = {
     "ram_mb": _integer,
     "runtimes": _text_list,
     "log_level": _text,
+    "clock_offset_s": _number,
 }
 OPTIONAL_FIELDS = frozenset({"server_url", "device_id", "mqtt_url", "artifact_base_url", "arch", "ram_mb", "runtimes"})
 

@@ -15,6 +15,7 @@ import logging
 import threading
 from pathlib import Path
 
+from agent.clock import DeviceClock
 from agent.config import AgentConfig
 from agent.deployment import DeploymentTracker
 from agent.download import Downloader, DownloadSettings
@@ -53,7 +54,8 @@ class AgentDaemon:
         if config.device_id and config.device_id != device_id:
             log.warning("event=device_id_ignored configured=%s enrolled=%s", config.device_id, device_id)
         self.facts = device_facts(device_id, config)
-        root = load_root(data_dir, allow_expired=True)
+        clock = DeviceClock(config.clock_offset_s)
+        root = load_root(data_dir, clock.now(), allow_expired=True)
         self.service = InferenceService()
         self.slots = SlotStore(data_dir / "slots")
         self.link = MqttLink(device_id, self.enrollment.credential, config.mqtt_url or self.enrollment.mqtt_url,
@@ -69,8 +71,8 @@ class AgentDaemon:
         self.shadow = ShadowRunner()
         self.service.add_observer(self.shadow.observe)
         self.runner = DeploymentRunner(self.tracker, self.slots, downloader, self.service,
-                                       config.health_check_latency_ms, self.shadow)
-        self.updater = Updater(self.facts, root, self.tracker, self.slots, self.runner)
+                                       config.health_check_latency_ms, self.shadow, clock)
+        self.updater = Updater(self.facts, root, self.tracker, self.slots, self.runner, clock)
         self.kserve: KServeServer | None = None
         if serve_http:
             try:

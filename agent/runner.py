@@ -22,9 +22,9 @@ there it runs to the end so the slots always settle on a checked model.
 """
 
 import logging
-from datetime import UTC, datetime
 from pathlib import Path
 
+from agent.clock import DeviceClock
 from agent.deployment import DeploymentTracker
 from agent.download import Downloader, file_sha256
 from agent.errors import (
@@ -57,13 +57,15 @@ def describe(exc: BaseException) -> str:
 
 class DeploymentRunner:
     def __init__(self, tracker: DeploymentTracker, slots: SlotStore, downloader: Downloader,
-                 service: InferenceService, latency_bound_ms: float, shadow: ShadowRunner | None = None) -> None:
+                 service: InferenceService, latency_bound_ms: float, shadow: ShadowRunner | None = None,
+                 clock: DeviceClock | None = None) -> None:
         self.tracker = tracker
         self.slots = slots
         self.downloader = downloader
         self.service = service
         self.latency_bound_ms = latency_bound_ms
         self.shadow = shadow
+        self.clock = clock or DeviceClock()
 
     def run(self, job: Job) -> None:
         """Run ``job`` to a final state (or pause it, on shutdown). Never raises."""
@@ -115,7 +117,7 @@ class DeploymentRunner:
             self.downloader.discard_all_except(variant.sha256)
             state = self.tracker.advance(sequence, Event.START_DOWNLOAD)
         if state is State.DOWNLOADING:
-            expires_in = (job.directive.expires - datetime.now(UTC)).total_seconds()
+            expires_in = (job.directive.expires - self.clock.now()).total_seconds()
             self.downloader.fetch(variant, expires_in, job.cancel)
             state = self.tracker.advance(sequence, Event.DOWNLOADED)
         if state is State.VERIFYING:

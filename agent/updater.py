@@ -21,8 +21,9 @@ starts) settles the slots and finishes or resumes the deployment in flight.
 import logging
 import queue
 import threading
-from datetime import UTC, datetime
+from datetime import datetime
 
+from agent.clock import DeviceClock
 from agent.deployment import DeploymentTracker
 from agent.errors import AgentError
 from agent.job import Job, claimed_identity, rebuild_job
@@ -41,8 +42,9 @@ SYNCHRONOUS_RESUME_STATES = frozenset({State.INSTALLING, State.HEALTH_CHECK})
 
 class Updater:
     def __init__(self, facts: DeviceFacts, root: Root, tracker: DeploymentTracker, slots: SlotStore,
-                 runner: DeploymentRunner) -> None:
+                 runner: DeploymentRunner, clock: DeviceClock | None = None) -> None:
         self.facts = facts
+        self.clock = clock or DeviceClock()
         self.root = root
         self.tracker = tracker
         self.slots = slots
@@ -112,7 +114,7 @@ class Updater:
 
     def accept(self, payload: bytes, now: datetime | None = None) -> Job | None:
         """Verify one directive message; queue it if it is new and valid. Returns the queued job."""
-        now = now or datetime.now(UTC)
+        now = now or self.clock.now()
         directive_document = None
         with self._lock:
             last = self._highest_seen
