@@ -8,8 +8,21 @@ from fastapi import APIRouter, FastAPI
 from fastapi.concurrency import run_in_threadpool
 
 from agent import __version__
+from fleet_server.api.body_limit import BodyLimitMiddleware
 from fleet_server.api.errors import install_error_handlers
-from fleet_server.api.routes import artifacts, deployments, devices, health, models, releases
+from fleet_server.api.roles import install_role_docs
+from fleet_server.api.routes import (
+    artifacts,
+    bootstrap_tokens,
+    deployments,
+    devices,
+    health,
+    models,
+    offline_releases,
+    releases,
+    trust,
+)
+from fleet_server.api.routes import audit as audit_routes
 from fleet_server.api.routes import tokens as api_tokens
 from fleet_server.core.config import Settings
 from fleet_server.dashboard import install_dashboard
@@ -20,7 +33,8 @@ API_PREFIX = "/api/v1"
 
 def api_router() -> APIRouter:
     router = APIRouter(prefix=API_PREFIX)
-    for module in (health, models, releases, artifacts, devices, deployments, api_tokens):
+    for module in (health, models, releases, artifacts, devices, deployments, api_tokens, bootstrap_tokens,
+                   offline_releases, audit_routes, trust):
         router.include_router(module.router)
     return router
 
@@ -48,6 +62,8 @@ def create_app(settings: Settings | None = None, runtime: ServerRuntime | None =
         redoc_url=None,
     )
     install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware)
     app.include_router(api_router())
+    install_role_docs(app)
     install_dashboard(app)
     return app

@@ -53,7 +53,12 @@ def authenticate(session: Session, secret: str) -> ApiToken | None:
     """The active token ``secret`` is, or None."""
     if not secret.startswith(TOKEN_PREFIX):
         return None
-    token = session.exec(select(ApiToken).where(ApiToken.token_hash == hash_token(secret))).first()
+    return by_hash(session, hash_token(secret))
+
+
+def by_hash(session: Session, token_hash: str) -> ApiToken | None:
+    """The active token whose sha256 is ``token_hash`` (the dashboard's session holds only the hash), or None."""
+    token = session.exec(select(ApiToken).where(ApiToken.token_hash == token_hash)).first()
     return token if token is not None and is_active(token) else None
 
 
