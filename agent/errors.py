@@ -89,3 +89,11 @@ class TelemetryQueueError(TelemetryError):
 
 class ProfileFetchError(TelemetryError):
     """A release's reference profile could not be fetched or does not match its signed hash."""
+
+
+class SelfUpdateError(AgentError):
+    """The agent cannot install, switch to or confirm a new version of itself."""
+
+
+class InvalidBundleError(SelfUpdateError):
+    """A file is not an EdgeFleet agent wheel (the bundle of an agent release)."""

@@ -29,6 +29,7 @@ class Role(enum.StrEnum):
 class Runtime(enum.StrEnum):
     ONNXRUNTIME = "onnxruntime"
     TFLITE = "tflite"
+    AGENT = "agent"  # an agent release: a wheel of edgefleet the agent installs into its other slot
 
 
 class Action(enum.StrEnum):
