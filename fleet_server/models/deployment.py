@@ -14,6 +14,7 @@ from fleet_server.models.common import NAME_PATTERN
 from fleet_server.models.device import validate_tags
 
 PENDING_STATE = "pending"  # directive stored, no report from the device yet
+DEPLOYMENT_ACTIONS = (Action.INSTALL, Action.ROLLBACK)  # shadow and drop_shadow go through rollouts
 MAX_TARGET_IDS = 10_000
 
 
@@ -40,6 +41,14 @@ class DeploymentCreate(BaseModel):
     @classmethod
     def _valid_tags(cls, value: list[str]) -> list[str]:
         return validate_tags(value)
+
+    @field_validator("action")
+    @classmethod
+    def _plain_action(cls, value: Action) -> Action:
+        if value not in DEPLOYMENT_ACTIONS:
+            raise ValueError(f"a deployment installs or rolls back; '{value}' is a rollout action "
+                             "(POST /api/v1/rollouts)")
+        return value
 
 
 class Deployment(SQLModel, table=True):

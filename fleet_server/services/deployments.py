@@ -13,7 +13,7 @@ from datetime import timedelta
 
 from sqlmodel import Session, col, func, select
 
-from agent.protocol import Directive, ReleaseRef, Role, TopicKind, canonical_bytes, device_topic
+from agent.protocol import Action, Directive, ReleaseRef, Role, TopicKind, canonical_bytes, device_topic
 from agent.protocol.canonical import parse_json
 from agent.protocol.messages import DirectiveMessage
 from fleet_server.core.db import begin_write
@@ -63,20 +63,45 @@ def create_deployment(
     if not target_ids:
         raise NoTargetsError("the deployment selects no device: give device_ids or tags that match enrolled devices")
 
-    deployment = Deployment(release_id=release.id, action=request.action.value)
+    signed = sign_directives(session, keyring, release, request.action, target_ids, directive_ttl_s)
+    deployment = signed.deployment
+    record_audit(session, actor, "deployment.created", {
+        "deployment_id": deployment.id, "release": release.name, "version": release.version,
+        "action": request.action.value, "devices": len(target_ids)})
+    session.commit()
+    logger.info("server event=deployment_created deployment=%d release=%s version=%d action=%s devices=%d",
+                deployment.id, release.name, release.version, request.action.value, len(target_ids))
+    return deployment, signed.outgoing()
+
+
+@dataclass(frozen=True)
+class SignedDirectives:
+    deployment: Deployment
+    targets: list[tuple[DeploymentTarget, dict]]  # each stored target with its signed directive envelope
+    release_envelope: dict
+
+    def outgoing(self) -> list[OutgoingDirective]:
+        """The MQTT messages, to publish after the commit."""
+        return [_outgoing(target, envelope, self.release_envelope) for target, envelope in self.targets]
+
+
+def sign_directives(session: Session, keyring: Keyring, release: ReleaseRecord, action: Action,
+                    device_ids: list[str], directive_ttl_s: float) -> SignedDirectives:
+    """One deployment and, per device, a directive with its next sequence number, signed with the
+    rollout key and stored; inside the caller's write transaction (flushed, not committed)."""
+    deployment = Deployment(release_id=release.id, action=action.value)
     session.add(deployment)
     session.flush()
     assert deployment.id is not None
     issued = whole_seconds(utcnow())
     expires = issued + timedelta(seconds=directive_ttl_s)
     reference = ReleaseRef(release.name, release.version, release.sha256)
-    release_envelope = releases.envelope_dict(release)
     pending: list[tuple[DeploymentTarget, dict]] = []
-    for device_id in target_ids:  # sorted: a stable lock order across concurrent deployments
+    for device_id in sorted(device_ids):  # sorted: a stable lock order across concurrent deployments
         device = session.exec(select(Device).where(Device.device_id == device_id).with_for_update()).one()
         device.directive_sequence += 1
         session.add(device)
-        directive = Directive(device_id, device.directive_sequence, request.action, reference, issued, expires)
+        directive = Directive(device_id, device.directive_sequence, action, reference, issued, expires)
         envelope = keyring.sign(Role.ROLLOUT, directive.to_dict()).to_dict()
         target = DeploymentTarget(
             deployment_id=deployment.id,
@@ -87,14 +112,8 @@ def create_deployment(
         )
         session.add(target)
         pending.append((target, envelope))
-    record_audit(session, actor, "deployment.created", {
-        "deployment_id": deployment.id, "release": release.name, "version": release.version,
-        "action": request.action.value, "devices": len(target_ids)})
-    session.commit()
-    logger.info("server event=deployment_created deployment=%d release=%s version=%d action=%s devices=%d",
-                deployment.id, release.name, release.version, request.action.value, len(target_ids))
-    outgoing = [_outgoing(target, envelope, release_envelope) for target, envelope in pending]
-    return deployment, outgoing
+    session.flush()
+    return SignedDirectives(deployment, pending, releases.envelope_dict(release))
 
 
 def _outgoing(target: DeploymentTarget, directive: dict, release_envelope: dict) -> OutgoingDirective:
