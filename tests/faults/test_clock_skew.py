@@ -1,0 +1,88 @@
+"""Devices with skewed clocks: expiry is judged by the device's own clock, as the protocol says.
+
+The protocol's time rule is expiry only (``now >= expires`` rejects; there is no not-before):
+a clock behind accepts, a clock ahead accepts while the directive has time left by its clock,
+and rejects it (``ExpiredError``) once it has none; a directive that runs out during a slow
+download fails. A device whose clock is past its trusted root's expiry keeps serving and
+rejects every directive. Whatever the verdict, the device serves its old or its new model,
+and once its clock is right again a fresh directive installs the release.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.faults.fleet import FaultFleet
+from tests.faults.invariants import check_fleet, states_of
+from tests.faults.toolkit.summary import ScenarioRecord
+
+pytestmark = pytest.mark.slow
+
+NAME = "digits-clock-skew"
+TTL_S = 3600
+DAY_S = 86400
+OFFSETS: dict[str, float] = {  # device clock minus real time, seconds
+    "in_sync": 0,
+    "behind_one_day": -DAY_S,
+    "ahead_within_ttl": TTL_S - 600,
+    "ahead_past_ttl": TTL_S + 120,
+    "ahead_expires_during_download": TTL_S - 4,
+    "ahead_past_root_expiry": 400 * DAY_S,
+}
+EXPECTED = {
+    "in_sync": ("succeeded", None),
+    "behind_one_day": ("succeeded", None),
+    "ahead_within_ttl": ("succeeded", None),
+    "ahead_past_ttl": ("rejected", "directive expired"),
+    "ahead_expires_during_download": ("failed", "DownloadExpiredError"),
+    "ahead_past_root_expiry": ("rejected", "trusted root expired"),
+}
+
+
+def test_clock_skew_follows_the_expiry_rules(fleet, fault_summary) -> None:
+    started = time.monotonic()
+    fleet: FaultFleet = fleet(EDGEFLEET_DIRECTIVE_TTL_S=str(TTL_S))
+    agents = {kind: fleet.add_agent(artifact_proxy=kind == "ahead_expires_during_download") for kind in OFFSETS}
+    old = fleet.publish(NAME, "old")
+    fleet.install_everywhere(NAME, old)
+    for kind, agent in agents.items():  # skew the clocks: the agents restart with their offset
+        agent.stop()
+        agent.extra_env["EDGEFLEET_AGENT_CLOCK_OFFSET_S"] = str(OFFSETS[kind])
+        fleet.restart_agent(agent)
+    slow = agents["ahead_expires_during_download"].artifact_proxy
+    slow.shape(bandwidth_bps=64 * 1024)  # 1 MB takes ~16 s; the directive has ~4 s left by that clock
+
+    new = fleet.publish(NAME, "new")
+    final = fleet.wait(fleet.deploy(NAME, new, fleet.agents), timeout=90)
+
+    targets = {target["device_id"]: target for target in final["targets"]}
+    for kind, agent in agents.items():
+        state, reason = EXPECTED[kind]
+        target = targets[agent.device_id]
+        assert target["state"] == state, (kind, target)
+        if reason:
+            assert reason in (target["reason"] or ""), (kind, target)
+    skewed = check_fleet(fleet, NAME, old, new, final)
+    assert skewed == {"old": 3, "new": 3, "none": 0, "inconsistent": 0}
+
+    not_installed = [agent for kind, agent in agents.items() if EXPECTED[kind][0] != "succeeded"]
+    for agent in not_installed:  # the clock is corrected (NTP came back)
+        agent.stop()
+        agent.extra_env["EDGEFLEET_AGENT_CLOCK_OFFSET_S"] = "0"
+        fleet.restart_agent(agent)
+    slow.clear()
+    again = fleet.wait(fleet.deploy(NAME, new, not_installed), timeout=90)
+    assert states_of(again) == {"succeeded": len(not_installed)}
+    counts = check_fleet(fleet, NAME, old, new, again)
+    assert counts["new"] == len(fleet.agents)
+
+    fault_summary(ScenarioRecord(
+        scenario="clock_skew", devices=len(fleet.agents), serving=counts,
+        final_state={"skewed": states_of(final), "after_clock_fix": states_of(again)},
+        faults={"offsets_s": OFFSETS, "directive_ttl_s": TTL_S, "serving_while_skewed": skewed},
+        duration_s=round(time.monotonic() - started, 1),
+        notes="behind and within-TTL clocks installed; past-TTL and past-root-expiry clocks rejected the directive; "
+              "an expiry during a slow download failed it; all kept serving and installed after the clock fix",
+    ))
