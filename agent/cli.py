@@ -7,7 +7,8 @@
 
 Errors print one line to stderr with a hint. Exit codes: 0 ok, 1 runtime
 error (server unreachable, refused, broken state), 2 usage/config error
-(including "not enrolled yet").
+(including "not enrolled yet"), 75 ``run`` stopped to restart into a new agent version
+(``agent.selfupdate``; the systemd unit restarts it).
 """
 
 import argparse
@@ -112,8 +113,9 @@ def cmd_run(config: AgentConfig) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    AgentDaemon(config).run_until(stop)
-    return 0
+    daemon = AgentDaemon(config)
+    daemon.run_until(stop)
+    return daemon.exit_code
 
 
 def cmd_status(config: AgentConfig) -> int:

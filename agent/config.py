@@ -49,6 +49,8 @@ class AgentConfig:
     download_retry_max_s: float = 60.0
     download_max_attempts: int = 0  # failed attempts in a row without progress; 0: until the directive expires
     health_check_latency_ms: float = 2000.0
+    self_update_report_timeout_s: float = 120.0  # a new agent must connect and report within this after a start
+    self_update_max_starts: int = 3  # starts of a new agent without a report before the previous one comes back
     max_request_bytes: int = 16 * MIB
     tags: tuple[str, ...] = ()
     arch: str | None = None  # fact overrides, for tests and simulation
@@ -128,6 +130,8 @@ PARSERS: dict[str, Callable[[Any, bool], Any]] = {
     "download_retry_max_s": _number,
     "download_max_attempts": _integer,
     "health_check_latency_ms": _number,
+    "self_update_report_timeout_s": _number,
+    "self_update_max_starts": _integer,
     "max_request_bytes": _integer,
     "tags": _text_list,
     "arch": _text,
@@ -149,6 +153,8 @@ def _check_ranges(config: AgentConfig) -> None:
          "must be >= download_retry_base_s"),
         ("download_max_attempts", config.download_max_attempts >= 0, "must be >= 0"),
         ("health_check_latency_ms", config.health_check_latency_ms > 0, "must be > 0"),
+        ("self_update_report_timeout_s", 0 < config.self_update_report_timeout_s <= 3600, "must be in (0, 3600]"),
+        ("self_update_max_starts", config.self_update_max_starts >= 1, "must be >= 1"),
         ("max_request_bytes", config.max_request_bytes >= 1024, "must be >= 1024"),
         ("ram_mb", config.ram_mb is None or config.ram_mb > 0, "must be > 0"),
         ("runtimes", config.runtimes is None or set(config.runtimes) <= {r.value for r in Runtime},

@@ -9,10 +9,16 @@ presence is published before the MQTT disconnect.
 The simulator builds the same daemon without the KServe endpoint
 (``serve_http=False``) and with a ``SharedNetworkLoop`` for its MQTT link.
 A shadow candidate (``agent.shadow``) observes every request the service runs.
+
+Under systemd (``Type=notify``) the daemon reports ``READY=1`` once started and
+pings the watchdog from its main loop (``agent.sdnotify``). Installed in A/B
+slots it can update itself (``agent.selfupdate``): ``request_restart`` stops it
+with ``RESTART_EXIT_CODE`` so the service starts the new slot.
 """
 
 import logging
 import threading
+import time
 from pathlib import Path
 
 from agent.clock import DeviceClock
@@ -28,6 +34,8 @@ from agent.mqtt_link import MqttLink
 from agent.mqtt_loop import SharedNetworkLoop
 from agent.presence import Heartbeat, PresenceReporter, offline_presence
 from agent.runner import DeploymentRunner
+from agent.sdnotify import Notifier
+from agent.selfupdate.manager import RESTART_EXIT_CODE, SelfUpdater, TrialSettings
 from agent.shadow import ShadowRunner
 from agent.slots import CURRENT, SlotStore
 from agent.state_store import DeploymentRecord, StateStore
@@ -70,8 +78,13 @@ class AgentDaemon:
         )
         self.shadow = ShadowRunner()
         self.service.add_observer(self.shadow.observe)
+        self.exit_code = 0
+        self._stop_event: threading.Event | None = None
+        self.self_update = SelfUpdater.for_this_process(
+            TrialSettings(config.self_update_report_timeout_s, config.self_update_max_starts),
+            self.request_restart, self._report)
         self.runner = DeploymentRunner(self.tracker, self.slots, downloader, self.service,
-                                       config.health_check_latency_ms, self.shadow, clock)
+                                       config.health_check_latency_ms, self.shadow, clock, self.self_update)
         self.updater = Updater(self.facts, root, self.tracker, self.slots, self.runner, clock)
         self.kserve: KServeServer | None = None
         if serve_http:
@@ -108,11 +121,34 @@ class AgentDaemon:
         log.info("event=agent_stopped device=%s", self.facts.device_id)
 
     def run_until(self, stop: threading.Event) -> None:
+        self._stop_event = stop
+        notifier = Notifier()
         self.start()
+        notifier.ready(f"device {self.facts.device_id}")
         try:
-            stop.wait()
+            while not stop.wait(notifier.watchdog_interval_s or 3600.0):
+                notifier.watchdog()
         finally:
+            notifier.stopping()
             self.stop()
+
+    def request_restart(self) -> None:
+        """Stop, and exit with ``RESTART_EXIT_CODE``: the service starts again, from the new slot."""
+        self.exit_code = RESTART_EXIT_CODE
+        if self._stop_event is not None:
+            self._stop_event.set()
+
+    def _report(self, timeout_s: float) -> bool:
+        """Connected, and the broker acknowledged our presence, within ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        if not self.link.connected.wait(timeout_s):
+            return False
+        info = self.link.publish_presence(self.presence.online())
+        try:
+            info.wait_for_publish(max(0.1, deadline - time.monotonic()))
+        except (RuntimeError, ValueError):
+            return False
+        return info.is_published()
 
     def _serve_current_slot(self) -> None:
         current = self.slots.read(CURRENT)

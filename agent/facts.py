@@ -14,6 +14,7 @@ from pathlib import Path
 from agent.config import AgentConfig
 from agent.protocol.metadata import Runtime
 from agent.protocol.verify import DeviceFacts
+from agent.selfupdate.layout import detect_layout
 
 MEMINFO = Path("/proc/meminfo")
 TFLITE_MODULES = ("ai_edge_litert", "tflite_runtime")
@@ -32,6 +33,8 @@ def available_runtimes() -> tuple[str, ...]:
         runtimes.append(Runtime.ONNXRUNTIME.value)
     if any(_module_available(name) for name in TFLITE_MODULES):
         runtimes.append(Runtime.TFLITE.value)
+    if detect_layout() is not None:  # installed in A/B slots (install.sh): it can install agent releases
+        runtimes.append(Runtime.AGENT.value)
     return tuple(runtimes)
 
 

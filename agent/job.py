@@ -9,7 +9,7 @@ from typing import Any
 from agent.errors import StateFileError
 from agent.protocol import fields
 from agent.protocol.errors import ProtocolError
-from agent.protocol.metadata import Action, ArtifactVariant, Directive, Release, Root
+from agent.protocol.metadata import Action, ArtifactVariant, Directive, Release, Root, Runtime
 from agent.protocol.verify import DeviceFacts, verify_update
 from agent.state_store import DeploymentRecord
 
@@ -44,6 +44,15 @@ class Job:
     @property
     def is_drop_shadow(self) -> bool:
         return self.directive.action is Action.DROP_SHADOW
+
+    @property
+    def is_agent_update(self) -> bool:
+        """Install a new version of the agent itself (``agent.selfupdate``), not a model."""
+        return self.variant is not None and self.variant.runtime is Runtime.AGENT
+
+    @property
+    def is_agent_release(self) -> bool:
+        return all(variant.runtime is Runtime.AGENT for variant in self.release.variants)
 
     def begin_fields(self) -> dict[str, Any]:
         """What the tracker records when this job begins (NEW_DIRECTIVE)."""

@@ -103,13 +103,15 @@ class MqttLink:
     def publish_status(self, message: StatusMessage) -> None:
         self._publish(self._status_topic, message.encode(), retain=False)
 
-    def publish_presence(self, message: PresenceMessage) -> None:
-        self._publish(self._presence_topic, message.encode(), retain=True)
+    def publish_presence(self, message: PresenceMessage) -> mqtt.MQTTMessageInfo:
+        """Publish (retained); the returned info tells when the broker acknowledged it."""
+        return self._publish(self._presence_topic, message.encode(), retain=True)
 
-    def _publish(self, topic: str, payload: bytes, retain: bool) -> None:
+    def _publish(self, topic: str, payload: bytes, retain: bool) -> mqtt.MQTTMessageInfo:
         info = self._client.publish(topic, payload, qos=QOS, retain=retain)
         if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):  # NO_CONN: queued until reconnect
             log.warning("event=mqtt_publish_failed topic=%s rc=%s", topic, mqtt.error_string(info.rc))
+        return info
 
     # -- paho callbacks (network thread) ---------------------------------------
 

@@ -33,6 +33,7 @@ from agent.errors import (
     HealthCheckError,
     ModelLoadError,
     RuntimeUnavailableError,
+    SelfUpdateError,
     ShadowError,
     SlotError,
 )
@@ -42,6 +43,7 @@ from agent.job import Job
 from agent.protocol.errors import ArtifactMismatchError, EdgeFleetError
 from agent.protocol.metadata import TensorSpec
 from agent.protocol.verify import verify_artifact
+from agent.selfupdate.manager import SelfUpdater
 from agent.shadow import ShadowRunner, check_same_inputs
 from agent.slots import CURRENT, PREVIOUS, SHADOW, STAGING, SlotInfo, SlotStore, slot_info_for
 from agent.statemachine import IN_FLIGHT_STATES, Event, State
@@ -58,7 +60,7 @@ def describe(exc: BaseException) -> str:
 class DeploymentRunner:
     def __init__(self, tracker: DeploymentTracker, slots: SlotStore, downloader: Downloader,
                  service: InferenceService, latency_bound_ms: float, shadow: ShadowRunner | None = None,
-                 clock: DeviceClock | None = None) -> None:
+                 clock: DeviceClock | None = None, agent_update: SelfUpdater | None = None) -> None:
         self.tracker = tracker
         self.slots = slots
         self.downloader = downloader
@@ -66,6 +68,7 @@ class DeploymentRunner:
         self.latency_bound_ms = latency_bound_ms
         self.shadow = shadow
         self.clock = clock or DeviceClock()
+        self.agent_update = agent_update  # None: this agent cannot update itself (not installed A/B)
 
     def run(self, job: Job) -> None:
         """Run ``job`` to a final state (or pause it, on shutdown). Never raises."""
@@ -73,6 +76,9 @@ class DeploymentRunner:
             if not job.resumed:
                 self.tracker.begin(job.sequence, **job.begin_fields())
             self._check_cancel(job)
+            if job.is_agent_release and (job.is_rollback or job.is_shadow or job.is_drop_shadow):
+                raise SelfUpdateError("agent releases can only be installed; deploy the previous agent release "
+                                      "to go back")
             if job.is_rollback:
                 self._roll_back(job)
             elif job.is_drop_shadow:
@@ -126,16 +132,29 @@ class DeploymentRunner:
             state = self.tracker.advance(sequence, Event.ARTIFACT_VERIFIED)
         if state is State.INSTALLING:
             self._check_cancel(job)
-            if job.is_shadow:
+            if job.is_agent_update:
+                self._self_updater().install(job, self.downloader.part_path(variant.sha256))
+                self.downloader.discard(variant.sha256)
+            elif job.is_shadow:
                 self._stage_shadow(job)
             else:
                 self._switch_to(job)
             state = self.tracker.advance(sequence, Event.INSTALLED)
         if state is State.HEALTH_CHECK:
-            if job.is_shadow:
+            if job.is_agent_update:
+                outcome = self._self_updater().check(job)
+                if outcome is not None:  # None: a restart into the new agent is under way
+                    self.tracker.advance(sequence, *outcome)
+            elif job.is_shadow:
                 self._health_check_shadow(job)
             else:
                 self._health_check_install(job)
+
+    def _self_updater(self) -> SelfUpdater:
+        if self.agent_update is None:
+            raise SelfUpdateError("this agent does not run from A/B slots, so it cannot update itself "
+                                  "(install it with firmware_images/install.sh)")
+        return self.agent_update
 
     def _verify_file(self, job: Job, path: Path) -> None:
         assert job.variant is not None

@@ -71,7 +71,8 @@ class Updater:
         except AgentError as exc:
             self.tracker.advance(record.sequence, Event.FAILED, f"cannot resume after restart: {describe(exc)}")
             return
-        if record.state in SYNCHRONOUS_RESUME_STATES:
+        # A model install finishes before serving starts; an agent update waits for the MQTT link: queued.
+        if record.state in SYNCHRONOUS_RESUME_STATES and not job.is_agent_update:
             self.runner.run(job)
         else:
             self._enqueue(job)
