@@ -82,3 +82,28 @@ def select_variants(source: SourceModel, requested: tuple[str, ...] | None) -> t
         raise UnknownVariantError(f"variants {wrong} do not apply to a {source.origin} model; "
                                   f"this one supports {', '.join(sorted(names)) or 'none'}")
     return tuple(spec for spec in options if spec.name in requested)
+
+
+def variant_names(model_format: str) -> tuple[str, ...]:
+    """The variants a stored ``onnx`` or ``tflite`` model file can be compressed to."""
+    kind = SourceKind(model_format)
+    return tuple(spec.name for spec in VARIANTS if kind in spec.kinds and kind in spec.origins)
+
+
+TOOLCHAIN = {"onnx": ("onnx", "onnxruntime.quantization", "sympy", "zstandard"),
+             "tflite": ("ai_edge_litert", "ai_edge_quantizer", "zstandard")}
+
+
+def missing_toolchain(model_format: str) -> list[str]:
+    """Modules the variants of ``model_format`` need that are not installed (the ``compress`` extra has them)."""
+    import importlib.util
+
+    missing = []
+    for module in TOOLCHAIN[SourceKind(model_format).value]:
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            missing.append(module)
+    return missing

@@ -14,6 +14,7 @@ from fleet_server.api.roles import install_role_docs
 from fleet_server.api.routes import (
     artifacts,
     bootstrap_tokens,
+    compression,
     deployments,
     devices,
     health,
@@ -27,6 +28,7 @@ from fleet_server.api.routes import tokens as api_tokens
 from fleet_server.core.config import Settings
 from fleet_server.dashboard import install_dashboard
 from fleet_server.runtime import ServerRuntime, start_runtime
+from fleet_server.services.compression_worker import start_compression_worker
 
 API_PREFIX = "/api/v1"
 
@@ -34,7 +36,7 @@ API_PREFIX = "/api/v1"
 def api_router() -> APIRouter:
     router = APIRouter(prefix=API_PREFIX)
     for module in (health, models, releases, artifacts, devices, deployments, api_tokens, bootstrap_tokens,
-                   offline_releases, audit_routes, trust):
+                   offline_releases, audit_routes, trust, compression):
         router.include_router(module.router)
     return router
 
@@ -47,9 +49,11 @@ def create_app(settings: Settings | None = None, runtime: ServerRuntime | None =
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         started = runtime or await run_in_threadpool(start_runtime, settings)
         app.state.runtime = started
+        app.state.compression = start_compression_worker(started)
         try:
             yield
         finally:
+            await run_in_threadpool(app.state.compression.stop)
             await run_in_threadpool(started.stop)
 
     app = FastAPI(

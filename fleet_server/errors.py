@@ -158,3 +158,25 @@ class SignedReleaseError(InvalidRequestError):
 
 class RootRotationFailedError(KeyringError):
     """A new root cannot be produced or is not a valid successor of the trusted one."""
+
+# -- compression (fleet_server/services/compression_*.py) --
+
+
+class CompressionJobNotFoundError(NotFoundError):
+    """No compression job has that id."""
+
+
+class DatasetNotFoundError(NotFoundError):
+    """No uploaded calibration or validation data set has that sha256."""
+
+    hint = "upload the data set first (POST /api/v1/datasets, or 'edgefleet model compress --calibration FILE')"
+
+
+class CompressionInProgressError(ConflictError):
+    """A compression job of this model version is still queued or running."""
+
+    hint = "wait for the job to finish ('edgefleet model jobs NAME@VERSION' shows it)"
+
+
+class InvalidCompressionRequestError(InvalidRequestError):
+    """The compression options or data sets are unacceptable."""

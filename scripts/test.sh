@@ -7,7 +7,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$EDGEFLEET_ROOT"
 
 ensure_system_packages
-ensure_venv .venv "agent,server,compress,dev"
+ensure_venv .venv "agent,server,compress,tf,dev"
 
 status=0
 

@@ -3,6 +3,7 @@ table on ``SQLModel.metadata`` (what Alembic migrates and compares)."""
 
 from fleet_server.models.alert import Alert, AlertDelivery
 from fleet_server.models.audit import AuditEntry, AuditHead
+from fleet_server.models.compression import CompressionJob, ModelVariant, ReleaseCompression
 from fleet_server.models.deployment import Deployment, DeploymentEvent, DeploymentTarget
 from fleet_server.models.device import Device, DeviceTag
 from fleet_server.models.drift import DriftEvaluation
@@ -18,5 +19,6 @@ __all__ = [
     "ReleaseRecord",
     "Alert", "AlertDelivery", "DriftEvaluation", "ReferenceProfileRecord", "TelemetryWindowRecord",
     "ControllerLease", "Rollout", "RolloutDevice", "RolloutPhase",
+    "CompressionJob", "ModelVariant", "ReleaseCompression",
     "AuditEntry", "AuditHead", "ApiToken", "BootstrapToken", "DeviceCertificate", "DeviceRevocation", "TrustedRoot",
 ]

@@ -53,3 +53,4 @@ class ReleaseSummary(SQLModel):
 
 class ReleasePublic(ReleaseSummary):
     envelope: dict[str, Any]  # the signed release envelope exactly as stored
+    compression: dict[str, Any] | None = None  # the compression report of the variants it carries

@@ -17,7 +17,7 @@ from fleet_server.errors import ReleaseExistsError, ReleaseKeyOfflineError, Rele
 from fleet_server.keyring import Keyring
 from fleet_server.models.registry import ModelVersion
 from fleet_server.models.release import ReleasePublic, ReleaseRecord, ReleaseSummary, VariantPublic
-from fleet_server.services import registry
+from fleet_server.services import compression_release, registry
 from fleet_server.services.audit import SYSTEM_ACTOR, record_audit
 
 logger = logging.getLogger(__name__)
@@ -38,15 +38,17 @@ def build_release(name: str, row: ModelVersion, ttl_days: int) -> Release:
         length=row.size_bytes,
         compatibility=Compatibility(tuple(row.arch), row.min_ram_mb),
     )
+    variants, profile_sha256 = compression_release.release_variants(row, variant)
     created = whole_seconds(utcnow())
     return Release(
         name=name,
         version=row.version,
-        variants=(variant,),
+        variants=variants,
         inputs=tuple(TensorSpec(spec["name"], spec["dtype"], tuple(spec["shape"])) for spec in row.inputs),
         outputs=tuple(TensorSpec(spec["name"], spec["dtype"], tuple(spec["shape"])) for spec in row.outputs),
         created=created,
         expires=created + timedelta(days=ttl_days),
+        reference_profile_sha256=profile_sha256,
     )
 
 
@@ -83,6 +85,7 @@ def store_release(session: Session, row: ModelVersion, release: Release, envelop
     session.add(record)
     try:
         session.flush()
+        compression_release.link_release(session, record, release)
         record_audit(session, actor, "release.signed", {"name": name, "version": version, "sha256": record.sha256,
                                                         "signed_by": signed_by})
         session.commit()
@@ -119,7 +122,8 @@ def release_summary(record: ReleaseRecord) -> ReleaseSummary:
 
 
 def release_public(record: ReleaseRecord) -> ReleasePublic:
-    return ReleasePublic(**_summary_fields(record), envelope=envelope_dict(record))
+    return ReleasePublic(**_summary_fields(record), envelope=envelope_dict(record),
+                         compression=compression_release.release_report(record))
 
 
 def _summary_fields(record: ReleaseRecord) -> dict:
