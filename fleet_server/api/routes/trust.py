@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Response
 from pydantic import BaseModel
 
-from fleet_server.api.deps import AdminDep, PublicDep, RuntimeDep, SessionDep
+from fleet_server.api.deps import AdminDep, CallerDep, PublicDep, RuntimeDep, SessionDep
 from fleet_server.api.errors import ERROR_RESPONSES
 from fleet_server.keyring import load_keyring
 from fleet_server.services import certificates, root_history
@@ -16,9 +16,22 @@ router = APIRouter(tags=["trust"], responses=ERROR_RESPONSES)
 PEM = {200: {"content": {"application/x-pem-file": {}}}}
 
 
+class CallerPublic(BaseModel):
+    actor: str  # what the audit trail records for this caller
+    role: str | None  # operator role; None for a device
+    device_id: str | None
+
+
 class KeysReloaded(BaseModel):
     root_version: int
     new_root_versions: list[int]
+
+
+@router.get("/whoami", response_model=CallerPublic)
+def whoami(caller: CallerDep) -> CallerPublic:
+    """Who this token is (``edgefleet login`` checks a token with it)."""
+    return CallerPublic(actor=caller.name, role=caller.role.value if caller.role else None,
+                        device_id=caller.device.device_id if caller.device else None)
 
 
 @router.get("/pki/ca.pem", response_class=Response, responses=PEM)
