@@ -15,13 +15,20 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fleet_server.api.errors import status_for
 from fleet_server.core.validation import describe_validation_errors
-from fleet_server.dashboard import views_audit, views_deployments, views_fleet, views_login, views_registry
+from fleet_server.dashboard import (
+    views_alerts,
+    views_audit,
+    views_deployments,
+    views_fleet,
+    views_login,
+    views_registry,
+)
 from fleet_server.dashboard.auth import LoginRequiredError
 from fleet_server.dashboard.templating import STATIC_DIR, render
 from fleet_server.errors import FleetServerError
 
 UI_PREFIX = "/ui"
-VIEW_MODULES = (views_login, views_fleet, views_registry, views_deployments, views_audit)
+VIEW_MODULES = (views_login, views_fleet, views_registry, views_deployments, views_alerts, views_audit)
 
 
 def dashboard_router() -> APIRouter:

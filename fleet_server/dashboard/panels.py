@@ -1,21 +1,35 @@
-"""Data for the parts of pages that come from other subsystems (rollouts,
-alerts, telemetry): each function returns what its template block shows, or
-None when there is nothing to show."""
+"""Data for the parts of pages that come from other subsystems (alerts,
+telemetry, rollouts): each function returns what its template block shows."""
 
 from typing import Any
 
-from sqlmodel import Session
+from sqlmodel import Session, col, func, select
 
+from fleet_server.core.types import utcnow
+from fleet_server.dashboard.telemetry_panel import TelemetryPanel, device_panel
 from fleet_server.dashboard.templating import state_class
+from fleet_server.models.alert import Alert, AlertState
 
 
 def state_bar_class(state: str) -> str:
     return state_class(state)
 
 
+def firing_alerts(session: Session, subject: str | None = None, limit: int = 20) -> list[Alert]:
+    statement = select(Alert).where(Alert.state == AlertState.FIRING.value)
+    if subject is not None:
+        statement = statement.where(Alert.subject == subject)
+    return list(session.exec(statement.order_by(col(Alert.opened_at).desc()).limit(limit)).all())
+
+
 def overview_panels(session: Session) -> dict[str, Any]:
-    return {}
+    firing = session.exec(select(func.count()).select_from(Alert).where(Alert.state == AlertState.FIRING.value)).one()
+    return {
+        "tiles": [{"label": "open alerts", "value": firing, "href": "/ui/alerts?state=firing",
+                   "css": "bad" if firing else "good", "id": "open-alerts"}],
+        "alerts": firing_alerts(session, limit=5),
+    }
 
 
-def device_telemetry(session: Session, device_id: str) -> dict[str, Any] | None:
-    return None
+def device_telemetry(session: Session, device_id: str) -> TelemetryPanel | None:
+    return device_panel(session, device_id, utcnow())

@@ -46,7 +46,7 @@ templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
 templates.env.filters.update(ts=format_timestamp, ago=time_ago, state_class=state_class,
                              short=lambda text: (text or "")[:12])
 NAV = [("/", "Overview"), ("/devices", "Devices"), ("/models", "Models"), ("/releases", "Releases"),
-       ("/deployments", "Deployments"), ("/audit", "Audit")]
+       ("/deployments", "Deployments"), ("/alerts", "Alerts"), ("/audit", "Audit")]
 templates.env.globals.update(ui="/ui", nav=NAV)
 SECURITY_HEADERS = {
     "Cache-Control": "no-store",

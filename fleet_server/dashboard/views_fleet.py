@@ -76,4 +76,5 @@ def device_detail(request: Request, device_id: str, session: SessionDep, user: U
     device = devices.device_public(session, device_id)
     history = deployment_history(session, device_id)
     return render(request, "device.html", user, device=device, history=history,
-                  telemetry=panels.device_telemetry(session, device_id))
+                  telemetry=panels.device_telemetry(session, device_id),
+                  alerts=panels.firing_alerts(session, subject=device_id))

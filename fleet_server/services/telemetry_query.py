@@ -45,6 +45,14 @@ def merge_latency(histograms: Sequence[Sequence[int]]) -> list[int]:
 
 def drift_score(session: Session, windows: Sequence[TelemetryWindowRecord]) -> float | None:
     """Largest JS divergence of the windows' counts against their (most used) reference profile."""
+    best = profile_counts(session, windows)
+    if best is None or best.samples == 0:
+        return None
+    return best.evaluate(DriftThresholds(min_samples=1)).drift_score
+
+
+def profile_counts(session: Session, windows: Sequence[TelemetryWindowRecord]) -> ProfileCounts | None:
+    """The windows' bin counts summed on their reference profile (the one with the most samples)."""
     by_profile: dict[str, list[TelemetryWindowRecord]] = defaultdict(list)
     for window in windows:
         if window.profile_sha256 and window.feature_counts:
@@ -59,9 +67,7 @@ def drift_score(session: Session, windows: Sequence[TelemetryWindowRecord]) -> f
             counts.add(window.feature_counts, window.feature_missing, window.predictions)
         if best is None or counts.samples > best.samples:
             best = counts
-    if best is None or best.samples == 0:
-        return None
-    return best.evaluate(DriftThresholds(min_samples=1)).drift_score
+    return best
 
 
 def health_by_device(session: Session, device_ids: list[str], start: datetime,
