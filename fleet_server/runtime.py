@@ -12,6 +12,7 @@ from sqlmodel import Session
 from agent.storage import fsync_directory
 from fleet_server.core.config import Settings
 from fleet_server.core.db import create_db_engine
+from fleet_server.core.identity import server_identity
 from fleet_server.core.schema import upgrade_schema
 from fleet_server.core.security import load_or_create_secret, new_token
 from fleet_server.errors import DatabaseUnavailableError
@@ -23,8 +24,10 @@ from fleet_server.mqtt.directive_publisher import DirectivePublisher
 from fleet_server.mqtt.embedded_auth import BrokerAuthenticator
 from fleet_server.mqtt.embedded_broker import EmbeddedBroker
 from fleet_server.pki import CA_DIR, FleetCA, open_ca
+from fleet_server.rollouts.controller import ControllerSettings, RolloutController
 from fleet_server.services import certificates, root_history
 from fleet_server.services.artifact_store import ArtifactStore
+from fleet_server.telemetry_runtime import Monitor, build_telemetry
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +47,8 @@ class ServerRuntime:
     publisher: DirectivePublisher
     embedded_broker: EmbeddedBroker | None = None
     ca: FleetCA | None = None  # the fleet CA: device certificates, CRL
+    rollouts: RolloutController | None = None  # drives staged rollouts (while this replica holds the lease)
+    monitor: Monitor | None = None  # drift, latency, error-rate and offline alerts
     _stopped: bool = field(default=False, repr=False)
 
     def device_mqtt_url(self, request_host: str | None) -> str:
@@ -59,6 +64,10 @@ class ServerRuntime:
         if self._stopped:
             return
         self._stopped = True
+        if self.rollouts is not None:
+            self.rollouts.stop()
+        if self.monitor is not None:
+            self.monitor.stop()
         self.bridge.stop()
         if self.embedded_broker is not None:
             self.embedded_broker.stop()
@@ -101,9 +110,11 @@ def start_runtime(settings: Settings) -> ServerRuntime:
     data_dir = settings.resolved_data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
     fsync_directory(data_dir)
+    server_id = server_identity(data_dir)
     engine = create_db_engine(settings.resolved_database_url)
     embedded: EmbeddedBroker | None = None
     bridge: MqttBridge | None = None
+    controller: RolloutController | None = None
     try:
         try:
             upgrade_schema(engine)
@@ -130,12 +141,21 @@ def start_runtime(settings: Settings) -> ServerRuntime:
             address = parse_mqtt_url(settings.mqtt_url)
             if address.tls:
                 address = broker_tls_identity(address, settings, ca)
+        ingestor, monitor = build_telemetry(settings, engine, artifacts)
         bridge = MqttBridge(address, engine, shared_subscription=settings.mqtt_shared_subscription
-                            and embedded is None)
+                            and embedded is None, telemetry=ingestor,
+                            client_id=None if embedded else f"edgefleet-server-{server_id}",
+                            persistent_session=embedded is None)
         publisher = DirectivePublisher(bridge, engine, settings.publish_timeout_s,
                                        restore_retained=embedded is not None)
         bridge.start()
+        monitor.start()
+        controller = RolloutController(engine, keyring, publisher, server_id, ControllerSettings(
+            settings.rollout_tick_s, settings.rollout_lease_ttl_s, settings.rollout_health_interval_s))
+        controller.start()
     except BaseException:
+        if controller is not None:
+            controller.stop()
         if bridge is not None:
             bridge.stop()
         if embedded is not None:
@@ -145,4 +165,4 @@ def start_runtime(settings: Settings) -> ServerRuntime:
     logger.info("server event=started data_dir=%s database=%s mqtt=%s embedded_broker=%s", data_dir,
                 engine.url.render_as_string(hide_password=True), address.url, embedded is not None)
     return ServerRuntime(settings, engine, keyring, artifacts, admin_token, bootstrap_token, address, bridge,
-                         publisher, embedded, ca)
+                         publisher, embedded, ca, monitor=monitor, rollouts=controller)

@@ -10,12 +10,13 @@ from typing import Any
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from fleet_server.core.telemetry_config import TelemetryConfig
 from fleet_server.errors import ConfigurationError
 
 MIB = 1024 * 1024
 
 
-class Settings(BaseSettings):
+class Settings(BaseSettings, TelemetryConfig):  # telemetry/drift/alert fields: core/telemetry_config.py
     model_config = SettingsConfigDict(env_prefix="EDGEFLEET_", extra="ignore")
 
     data_dir: Path = Path("./edgefleet-data")
@@ -40,6 +41,9 @@ class Settings(BaseSettings):
     directive_ttl_s: int = Field(default=7 * 24 * 3600, gt=0)
     release_ttl_days: int = Field(default=365, gt=0)
     publish_timeout_s: float = Field(default=10.0, gt=0)
+    rollout_tick_s: float = Field(default=1.0, gt=0)  # how often the rollout controller acts
+    rollout_lease_ttl_s: float = Field(default=15.0, gt=0)  # another replica takes over after this long
+    rollout_health_interval_s: float = Field(default=5.0, gt=0)  # how often health gates read telemetry
 
     @field_validator("public_base_url", "mqtt_url", "device_mqtt_url")
     @classmethod

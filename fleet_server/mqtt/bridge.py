@@ -26,6 +26,7 @@ from sqlmodel import Session
 from agent.protocol import ProtocolError, TopicKind, parse_topic, subscription
 from agent.protocol.messages import PresenceMessage, StatusMessage
 from fleet_server.mqtt.broker_url import BrokerAddress
+from fleet_server.mqtt.telemetry_ingest import TelemetryIngestor
 from fleet_server.services import ingest
 from fleet_server.services.ingest import IngestOutcome
 
@@ -39,11 +40,17 @@ CONSUMED_KINDS = (TopicKind.STATUS, TopicKind.PRESENCE, TopicKind.TELEMETRY)
 
 
 class MqttBridge:
-    def __init__(self, address: BrokerAddress, engine: Engine, shared_subscription: bool = True) -> None:
+    def __init__(self, address: BrokerAddress, engine: Engine, shared_subscription: bool = True,
+                 telemetry: TelemetryIngestor | None = None, client_id: str | None = None,
+                 persistent_session: bool = False) -> None:
+        self.telemetry = telemetry  # None: telemetry is counted and dropped
         self.address = address
         self.engine = engine
         self.shared_subscription = shared_subscription
-        self.client_id = f"edgefleet-server-{secrets.token_hex(6)}"
+        # A stable client id with a persistent session (external broker): what devices report while the
+        # server is down is queued by the broker and delivered when the server reconnects.
+        self.client_id = client_id or f"edgefleet-server-{secrets.token_hex(6)}"
+        self.persistent_session = persistent_session
         self.stats: Counter[str] = Counter()
         self._stats_lock = threading.Lock()
         self._connected = threading.Event()
@@ -52,8 +59,8 @@ class MqttBridge:
 
     def _make_client(self) -> mqtt.Client:
         client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=True,
-            protocol=mqtt.MQTTv311,
+            mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=not self.persistent_session,
+            protocol=mqtt.MQTTv311, manual_ack=True,  # acknowledged once stored
         )
         if self.address.username is not None:
             client.username_pw_set(self.address.username, self.address.password)
@@ -78,6 +85,8 @@ class MqttBridge:
 
     def start(self) -> None:
         logger.info("server event=mqtt_connecting url=%s client_id=%s", self.address.url, self.client_id)
+        if self.telemetry is not None:
+            self.telemetry.start()
         self.client.connect_async(self.address.host, self.address.port, keepalive=KEEPALIVE_S)
         self.client.loop_start()
 
@@ -88,6 +97,8 @@ class MqttBridge:
         self._connected.clear()
         self.client.disconnect()
         self.client.loop_stop()
+        if self.telemetry is not None:
+            self.telemetry.stop()
         logger.info("server event=mqtt_stopped stats=%s", dict(self.stats))
 
     def publish(self, topic: str, payload: bytes, retain: bool = True) -> mqtt.MQTTMessageInfo:
@@ -123,13 +134,33 @@ class MqttBridge:
         if was_connected:
             logger.warning("server event=mqtt_disconnected url=%s reason=%s", self.address.url, reason_code)
 
-    def _on_message(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
+    def _on_message(self, client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
+        if self.telemetry is not None and message.topic.endswith("/" + TopicKind.TELEMETRY.value):
+            self._submit_telemetry(client, message)
+            return
         try:
             outcome = self.handle_message(message.topic, message.payload)
         except Exception:  # never let one message kill the consumer
             logger.exception("server event=mqtt_message_failed topic=%s", message.topic)
             outcome = "error"
+        finally:
+            client.ack(message.mid, message.qos)
         self._count(outcome)
+
+    def _submit_telemetry(self, client: mqtt.Client, message: mqtt.MQTTMessage) -> None:
+        """Hand a telemetry message to the ingest writer, which acknowledges it after the commit."""
+        assert self.telemetry is not None
+        self._count("received")
+        try:
+            device_id, _kind = parse_topic(message.topic)
+        except ProtocolError as exc:
+            logger.warning("server event=mqtt_message_dropped reason=bad_topic topic=%r error=%s",
+                           message.topic[:200], exc)
+            client.ack(message.mid, message.qos)
+            self._count("malformed")
+            return
+        mid, qos = message.mid, message.qos
+        self.telemetry.submit(device_id, message.payload, lambda: client.ack(mid, qos))
 
     # -- message handling --------------------------------------------------------
 
