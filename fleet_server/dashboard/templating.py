@@ -8,6 +8,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
+from compression.report import TABLE_COLUMNS, table_rows
 from fleet_server.dashboard.auth import UiUser
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
@@ -39,15 +40,15 @@ def state_class(state: str | None) -> str:
         return "good"
     if state in BAD_STATES:
         return "bad"
-    return "neutral" if state in (None, "", "none", "pending", "idle") else "busy"
+    return "neutral" if state in (None, "", "none", "pending", "idle", "reference") else "busy"
 
 
 templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
 templates.env.filters.update(ts=format_timestamp, ago=time_ago, state_class=state_class,
-                             short=lambda text: (text or "")[:12])
+                             short=lambda text: (text or "")[:12], compression_rows=table_rows)
 NAV = [("/", "Overview"), ("/devices", "Devices"), ("/models", "Models"), ("/releases", "Releases"),
        ("/deployments", "Deployments"), ("/alerts", "Alerts"), ("/audit", "Audit")]
-templates.env.globals.update(ui="/ui", nav=NAV)
+templates.env.globals.update(ui="/ui", nav=NAV, compression_columns=TABLE_COLUMNS)
 SECURITY_HEADERS = {
     "Cache-Control": "no-store",
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "

@@ -31,7 +31,8 @@ def model_list(request: Request, session: SessionDep, user: UiUserDep) -> HTMLRe
 def model_detail(request: Request, name: str, session: SessionDep, user: UiUserDep) -> HTMLResponse:
     model = registry.model_public(session, name)
     versions = list(reversed(registry.list_versions(session, name)))
-    released = {release.version: release for release in releases.list_releases(session, name)}
+    released = {summary.version: releases.release_public(releases.get_release(session, name, summary.version))
+                for summary in releases.list_releases(session, name)}  # with the compression reports
     return render(request, "model.html", user, model=model, versions=versions, released=released)
 
 

@@ -181,3 +181,39 @@ def test_deployments_from_the_dashboard_are_audited_under_the_user(api: Api, bro
     assert any(entry["actor"] == actor for entry in entries)
     page = browser.get("/ui/audit").text
     assert actor in page and "deployment.created" in page
+
+
+def test_release_and_model_pages_show_the_compression_report(api: Api, browser: TestClient, fleet: dict) -> None:
+    from sqlmodel import Session
+
+    from fleet_server.models.compression import CompressionJob, ReleaseCompression
+    from fleet_server.services import registry, releases
+
+    report = {
+        "original": {"size_bytes": 40_000, "wire_bytes": 36_000, "latency_ms_p50": 0.2, "latency_ms_p95": 0.3,
+                     "accuracy": 0.97, "ram_mb": 12.0},
+        "variants": [
+            {"name": "onnx-int8", "gate": "passed", "size_bytes": 11_000, "size_ratio": 0.275, "wire_bytes": 9_000,
+             "latency_ms_p50": 0.1, "latency_ms_p95": 0.15, "latency_ratio": 0.5, "top1_agreement": 0.99,
+             "accuracy": 0.965, "ram_mb": 8.0, "reasons": []},
+            {"name": "tflite-int8", "gate": "rejected", "size_bytes": 12_000, "size_ratio": 0.3,
+             "top1_agreement": 0.8, "accuracy": 0.78, "ram_mb": 8.0, "reasons": ["accuracy drop 0.19 > 0.01"]},
+        ],
+        "settings": {"ram_budget_mb": 256},
+    }
+    with Session(api.runtime.engine) as session:
+        version = registry.get_version(session, MODEL, 1)
+        release = releases.get_release(session, MODEL, 1)
+        job = CompressionJob(model_version_id=version.id, status="succeeded", report=report,
+                             calibration_sha256="c" * 64)
+        session.add(job)
+        session.flush()
+        session.add(ReleaseCompression(release_id=release.id, job_id=job.id))
+        session.commit()
+    log_in(browser)
+    page = browser.get(f"/ui/releases/{MODEL}/1").text
+    section = page[page.index('id="compression-report"'):]
+    assert "onnx-int8" in section and "tflite-int8" in section and "accuracy drop 0.19 &gt; 0.01" in section
+    assert section.index("original") < section.index("onnx-int8") < section.index("tflite-int8")
+    assert 'badge good">passed' in section and 'badge bad">rejected' in section and "97.0%" in section
+    assert "Compression report" in browser.get(f"/ui/models/{MODEL}").text
