@@ -12,10 +12,12 @@ from agent.protocol.errors import EdgeFleetError
 from agent.protocol.fields import format_time
 from agent.protocol.keys import key_id
 from agent.protocol.metadata import Role
+from fleet_server import cli_security, cli_trust
 from fleet_server.cli_device import device_app
 from fleet_server.cli_model import model_app
 from fleet_server.cli_release import release_app
 from fleet_server.keyring import Keyring, init_keyring, load_keyring
+from fleet_server.pki import CA_DIR, init_ca
 
 app = typer.Typer(no_args_is_help=True, help="EdgeFleet: signed ML model rollouts to edge devices.")
 keys_app = typer.Typer(no_args_is_help=True, help="Create and inspect the signing keys (root, release, rollout).")
@@ -23,6 +25,16 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(device_app, name="device")
 app.add_typer(model_app, name="model")
 app.add_typer(release_app, name="release")
+app.add_typer(cli_security.token_app, name="token")
+app.add_typer(cli_security.audit_app, name="audit")
+device_app.add_typer(cli_security.bootstrap_app, name="token")
+app.command("login")(cli_security.login)
+app.command("broker-config")(cli_trust.broker_config)
+keys_app.command("rotate-root")(cli_trust.keys_rotate_root)
+keys_app.command("reload")(cli_trust.keys_reload)
+release_app.command("request")(cli_trust.release_request)
+release_app.command("sign")(cli_trust.release_sign)
+release_app.command("submit")(cli_trust.release_submit)
 
 DEFAULT_HINT = "run 'edgefleet --help' for usage"
 
@@ -77,10 +89,11 @@ def keys_init(
 ) -> None:
     """Generate root, release and rollout keys and a signed root.json (version 1)."""
     keyring = init_keyring(directory, root_keys=root_keys, threshold=threshold, expires_days=expires_days)
+    init_ca(directory / CA_DIR)
     _print_table(_describe(keyring))
     typer.echo(
         "Devices trust root.json. Keep root-*.pem offline (and release.pem if releases are signed elsewhere); "
-        "the server needs root.json and rollout.pem."
+        "the server needs root.json and rollout.pem, and ca/ (the fleet CA for device certificates)."
     )
 
 

@@ -2,6 +2,7 @@
 
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -144,6 +145,63 @@ class FleetClient:
     def tag_device(self, device_id: str, add: list[str], remove: list[str]) -> dict[str, Any]:
         return self._request("PATCH", f"/devices/{quote(device_id, safe='')}/tags",
                              json={"add": add, "remove": remove})
+
+    # -- security (issue 7) ------------------------------------------------------------------------
+
+    def whoami(self) -> dict[str, Any]:
+        return self._request("GET", "/whoami")
+
+    def create_token(self, name: str, role: str, expires_days: int | None) -> dict[str, Any]:
+        return self._request("POST", "/tokens", json={"name": name, "role": role, "expires_days": expires_days})
+
+    def tokens(self, include_inactive: bool = False) -> list[dict[str, Any]]:
+        return self._request("GET", "/tokens", params={"include_inactive": include_inactive})
+
+    def revoke_token(self, token_id: int) -> dict[str, Any]:
+        return self._request("DELETE", f"/tokens/{token_id}")
+
+    def create_bootstrap_token(self, device_id: str | None, ttl_s: int) -> dict[str, Any]:
+        return self._request("POST", "/bootstrap-tokens", json={"device_id": device_id, "ttl_s": ttl_s})
+
+    def bootstrap_tokens(self, include_inactive: bool = False) -> list[dict[str, Any]]:
+        return self._request("GET", "/bootstrap-tokens", params={"include_inactive": include_inactive})
+
+    def revoke_bootstrap_token(self, token_id: int) -> dict[str, Any]:
+        return self._request("DELETE", f"/bootstrap-tokens/{token_id}")
+
+    def audit_entries(self, after_seq: int = 0, limit: int = 100, action: str | None = None) -> list[dict[str, Any]]:
+        params = {"after_seq": after_seq, "limit": limit, **({"action": action} if action else {})}
+        return self._request("GET", "/audit", params=params)
+
+    def audit_verify(self) -> dict[str, Any]:
+        return self._request("GET", "/audit/verify")
+
+    def audit_export(self, after_seq: int = 0) -> Iterator[bytes]:
+        """The export's JSON lines, streamed."""
+        try:
+            with self._http.stream("GET", "/api/v1/audit/export", params={"after_seq": after_seq}) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    self._raise_for(response, "GET", "/audit/export")
+                yield from response.iter_lines()
+        except httpx.HTTPError as exc:
+            raise FleetServerUnreachableError(f"cannot reach the fleet server at {self.base_url}: {exc}") from exc
+
+    def _raise_for(self, response: httpx.Response, method: str, path: str) -> None:
+        try:
+            detail = response.json().get("detail", response.text)
+        except (ValueError, AttributeError):
+            detail = response.text
+        raise FleetClientError(f"{method} {path} -> {response.status_code}: {detail}", response.status_code)
+
+    def release_request(self, name: str, version: int) -> dict[str, Any]:
+        return self._request("GET", f"/models/{quote(name, safe='')}/versions/{version}/release-request")
+
+    def submit_signed_release(self, envelope: dict[str, Any]) -> dict[str, Any]:
+        return self._request("POST", "/releases/signed", json={"envelope": envelope})
+
+    def reload_keys(self) -> dict[str, Any]:
+        return self._request("POST", "/keys/reload")
 
     # -- compression (issue 5) -------------------------------------------------------------------------
 
