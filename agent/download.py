@@ -115,7 +115,7 @@ class Downloader:
             except (DownloadError, OSError, http.client.HTTPException) as exc:
                 failures = 0 if _size(part) > before else failures + 1
                 if self.settings.max_attempts and failures >= self.settings.max_attempts:
-                    raise DownloadError(f"gave up after {failures} attempts without progress: {exc}") from None
+                    raise DownloadError(f"gave up after {failures} attempts without progress: {exc}") from exc
                 delay = min(backoff_delay(max(failures, 1), self.settings.retry_base_s, self.settings.retry_max_s),
                             max(0.0, deadline - time.monotonic()))
                 log.warning("event=download_retry sha256=%s attempt=%d have=%d error=%r delay_s=%.2f",

@@ -21,6 +21,7 @@ A job can be cancelled (superseded or shutdown) until installing begins; from
 there it runs to the end so the slots always settle on a checked model.
 """
 
+import errno
 import logging
 from pathlib import Path
 
@@ -55,6 +56,15 @@ MODEL_FAILURES = (ModelLoadError, RuntimeUnavailableError, HealthCheckError)
 
 def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
+
+
+def out_of_space(exc: BaseException | None) -> bool:
+    """Whether ``exc``, or an exception it was raised from, is ENOSPC (the disk is full)."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 class DeploymentRunner:
@@ -95,17 +105,32 @@ class DeploymentRunner:
                 self.downloader.discard(job.variant.sha256)
             self._finish(job, Event.ARTIFACT_REJECTED, describe(exc))
         except EdgeFleetError as exc:
+            self._release_space_if_full(job, exc)
             self._finish(job, Event.FAILED, describe(exc))
         except Exception as exc:  # a bug or an OS error must still end the deployment
             log.exception("event=deployment_crashed seq=%d", job.sequence)
+            self._release_space_if_full(job, exc)
             self._finish(job, Event.FAILED, describe(exc))
 
     def _finish(self, job: Job, event: Event, reason: str) -> None:
         if self.tracker.record.sequence == job.sequence and self.tracker.state in IN_FLIGHT_STATES:
             try:
                 self.tracker.advance(job.sequence, event, reason)
-            except EdgeFleetError as exc:
+            except (EdgeFleetError, OSError) as exc:  # e.g. state.json cannot be written: the worker goes on
                 log.error("event=deployment_finish_failed seq=%d error=%r", job.sequence, str(exc))
+
+    def _release_space_if_full(self, job: Job, exc: BaseException) -> None:
+        """A full disk failed the job: give back what it used (partial download, staging) before the
+        failure is recorded, so state.json can be written and the served model keeps its room."""
+        if not out_of_space(exc):
+            return
+        log.warning("event=disk_full seq=%d detail=%r", job.sequence, "discarding the download and staging slot")
+        try:
+            if job.variant is not None:
+                self.downloader.discard(job.variant.sha256)
+            self.slots.discard_staging()
+        except OSError as error:
+            log.error("event=disk_cleanup_failed seq=%d error=%r", job.sequence, str(error))
 
     @staticmethod
     def _check_cancel(job: Job) -> None:

@@ -169,6 +169,11 @@ class SlotStore:
         self._purge_trash()
         return previous
 
+    def discard_staging(self) -> None:
+        """Remove the staging slot (if any): what a failed install leaves behind."""
+        self._discard(STAGING)
+        self._purge_trash()
+
     def discard_shadow(self) -> None:
         """Remove the shadow slot (if any)."""
         self._discard(SHADOW)

@@ -12,15 +12,18 @@ from fleet_server.api.body_limit import BodyLimitMiddleware
 from fleet_server.api.errors import install_error_handlers
 from fleet_server.api.roles import install_role_docs
 from fleet_server.api.routes import (
+    alerts,
     artifacts,
     bootstrap_tokens,
     compression,
     deployments,
     devices,
     health,
+    metrics,
     models,
     offline_releases,
     releases,
+    telemetry,
     trust,
 )
 from fleet_server.api.routes import audit as audit_routes
@@ -36,7 +39,8 @@ API_PREFIX = "/api/v1"
 def api_router() -> APIRouter:
     router = APIRouter(prefix=API_PREFIX)
     for module in (health, models, releases, artifacts, devices, deployments, api_tokens, bootstrap_tokens,
-                   offline_releases, audit_routes, trust, compression):
+                   offline_releases, audit_routes, trust, compression,
+                   telemetry, alerts):
         router.include_router(module.router)
     return router
 
@@ -68,6 +72,7 @@ def create_app(settings: Settings | None = None, runtime: ServerRuntime | None =
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware)
     app.include_router(api_router())
+    app.include_router(metrics.router)  # /metrics, where Prometheus looks
     install_role_docs(app)
     install_dashboard(app)
     return app

@@ -180,3 +180,7 @@ class CompressionInProgressError(ConflictError):
 
 class InvalidCompressionRequestError(InvalidRequestError):
     """The compression options or data sets are unacceptable."""
+
+
+class AlertNotFoundError(NotFoundError):
+    """No alert has that id."""

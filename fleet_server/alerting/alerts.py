@@ -20,7 +20,7 @@ from sqlmodel import Session, col, select
 from fleet_server.alerting.rules import COHORT, AlertPlan, Condition, reconcile
 from fleet_server.core.db import begin_write
 from fleet_server.core.types import utcnow
-from fleet_server.errors import NotFoundError
+from fleet_server.errors import AlertNotFoundError
 from fleet_server.models.alert import (
     Alert,
     AlertDelivery,
@@ -34,10 +34,6 @@ logger = logging.getLogger(__name__)
 
 RETRAIN_COMMAND_TARGET = "command"
 MONITOR_ACTOR = "system:monitor"
-
-
-class AlertNotFoundError(NotFoundError):
-    """No alert has that id."""
 
 
 @dataclass(frozen=True)

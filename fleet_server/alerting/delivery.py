@@ -18,11 +18,12 @@ import shlex
 import subprocess
 import threading
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import httpx
 from sqlalchemy import Engine, or_, update
-from sqlmodel import Session, col, select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import Session, col, func, select
 
 from fleet_server.alerting.alerts import RETRAIN_COMMAND_TARGET, redact_target
 from fleet_server.core.db import write_session
@@ -81,8 +82,22 @@ class DeliveryWorker:
                     pass
             except Exception:
                 logger.exception("server event=alert_delivery_failed")
-            self._wake.wait(POLL_S)
+            self._wake.wait(self._until_next_due())
             self._wake.clear()
+
+    def _until_next_due(self) -> float:
+        """Seconds until the next pending delivery is due (at most ``POLL_S``)."""
+        try:
+            with Session(self.engine) as session:
+                due = session.exec(select(func.min(AlertDelivery.next_attempt_at)).where(
+                    AlertDelivery.state == DeliveryState.PENDING.value)).one()
+        except SQLAlchemyError:
+            return POLL_S
+        if due is None:
+            return POLL_S
+        if due.tzinfo is None:
+            due = due.replace(tzinfo=UTC)
+        return min(POLL_S, max(0.05, (due - utcnow()).total_seconds()))
 
     def deliver_due(self) -> int:
         """Send the deliveries that are due now; return how many were attempted."""
