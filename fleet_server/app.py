@@ -27,6 +27,7 @@ from fleet_server.api.routes import (
     trust,
 )
 from fleet_server.api.routes import audit as audit_routes
+from fleet_server.api.routes import rollouts as rollout_routes
 from fleet_server.api.routes import tokens as api_tokens
 from fleet_server.core.config import Settings
 from fleet_server.dashboard import install_dashboard
@@ -39,7 +40,7 @@ API_PREFIX = "/api/v1"
 def api_router() -> APIRouter:
     router = APIRouter(prefix=API_PREFIX)
     for module in (health, models, releases, artifacts, devices, deployments, api_tokens, bootstrap_tokens,
-                   offline_releases, audit_routes, trust, compression,
+                   offline_releases, audit_routes, trust, compression, rollout_routes,
                    telemetry, alerts):
         router.include_router(module.router)
     return router

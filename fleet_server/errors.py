@@ -159,6 +159,7 @@ class SignedReleaseError(InvalidRequestError):
 class RootRotationFailedError(KeyringError):
     """A new root cannot be produced or is not a valid successor of the trusted one."""
 
+
 # -- compression (fleet_server/services/compression_*.py) --
 
 
@@ -180,6 +181,16 @@ class CompressionInProgressError(ConflictError):
 
 class InvalidCompressionRequestError(InvalidRequestError):
     """The compression options or data sets are unacceptable."""
+
+
+class RolloutNotFoundError(NotFoundError):
+    """No rollout has that id."""
+
+
+class RolloutStateError(ConflictError):
+    """The rollout's state does not allow the operation (e.g. resume a rollout that is not paused)."""
+
+    hint = "'edgefleet rollout show ID' shows its state and what it allows"
 
 
 class AlertNotFoundError(NotFoundError):

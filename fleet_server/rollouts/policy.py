@@ -9,8 +9,8 @@ One tick of ``decide``:
    rollback reaching its final state ends rolled_back or rollback_failed.
 2. Timeouts: a directive unanswered for ``device_timeout_s`` is retried
    after an exponential backoff (``retry_backoff_s``, doubling) up to
-   ``max_retries`` times; then the device is timed_out. Offline devices are
-   simply notified and pending until then.
+   ``max_retries`` times (while the rollout runs or is paused); then the
+   device is timed_out. Offline devices are notified and pending until then.
 3. Running or paused: the abort criteria, continuously. The install failure
    rate counts failed devices against every device released to so far; the
    health gate compares each succeeded device with its own baseline
@@ -203,7 +203,7 @@ class _Tick:
                 else:
                     self.set(device, DeviceStatus.ROLLBACK_FAILED,
                              f"no answer to {device.rollback_attempts} rollback directives")
-            elif device.attempts <= view.max_retries:
+            elif device.attempts <= view.max_retries and view.state in (RolloutState.RUNNING, RolloutState.PAUSED):
                 delay = retry_delay(view.retry_backoff_s, device.attempts)
                 self.set(device, DeviceStatus.PENDING,
                          f"no answer within {view.device_timeout_s:g}s (attempt {device.attempts} of "

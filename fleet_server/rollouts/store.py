@@ -1,0 +1,221 @@
+"""Between the database and the pure policy: load a rollout into a
+``RolloutView`` and apply the policy's actions to the rows, inside the
+controller's write transaction.
+
+Directives are signed with ``fleet_server.services.deployments.sign_directives``
+(the same code plain deployments use) in that transaction, so a device's
+status and its new directive are committed together: after a crash the
+directive is either stored (and published by the publisher, now or after the
+restart) or not sent at all. A directive lives as long as the device timeout,
+so a device that stayed offline past it cannot install a stale release later.
+"""
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlmodel import Session, col, select
+
+from agent.protocol import Envelope
+from agent.protocol.errors import NoCompatibleVariantError
+from agent.protocol.metadata import Action, Release
+from agent.protocol.verify import DeviceFacts, choose_variant
+from fleet_server.keyring import Keyring
+from fleet_server.models.deployment import DeploymentTarget
+from fleet_server.models.device import Device
+from fleet_server.models.release import ReleaseRecord
+from fleet_server.models.rollout import Rollout, RolloutDevice, RolloutPhase
+from fleet_server.rollouts import policy
+from fleet_server.rollouts.health import Criteria
+from fleet_server.rollouts.states import DeviceStatus, PhaseState, RolloutState
+from fleet_server.services import releases
+from fleet_server.services.audit import SYSTEM_ACTOR, record_audit
+from fleet_server.services.deployments import OutgoingDirective, sign_directives
+
+logger = logging.getLogger(__name__)
+
+CHUNK = 500
+FINAL_ROLLOUT_STATES = frozenset({RolloutState.SUCCEEDED, RolloutState.ABORTED, RolloutState.ROLLED_BACK})
+CONTROLLER_ACTOR = f"{SYSTEM_ACTOR}:rollout-controller"
+
+
+def release_document(record: ReleaseRecord) -> Release:
+    return Release.from_dict(Envelope.from_dict(releases.envelope_dict(record), "release").signed)
+
+
+def criteria_of(rollout: Rollout) -> Criteria:
+    fields = Criteria.__dataclass_fields__
+    return Criteria(**{key: value for key, value in (rollout.criteria or {}).items() if key in fields})
+
+
+def by_ids(session: Session, model: type, column: object, ids: Sequence[object]) -> list:
+    rows: list = []
+    unique = list(dict.fromkeys(ids))
+    for offset in range(0, len(unique), CHUNK):
+        rows.extend(session.exec(select(model).where(col(column).in_(unique[offset:offset + CHUNK]))))
+    return rows
+
+
+@dataclass
+class Loaded:
+    rollout: Rollout
+    phases: list[RolloutPhase]
+    devices: dict[str, RolloutDevice]
+    targets: dict[int, DeploymentTarget]
+    view: policy.RolloutView
+
+
+def load(session: Session, rollout: Rollout, now: datetime) -> Loaded:
+    assert rollout.id is not None
+    phases = list(session.exec(select(RolloutPhase).where(RolloutPhase.rollout_id == rollout.id)
+                               .order_by(col(RolloutPhase.index))))
+    rows = list(session.exec(select(RolloutDevice).where(RolloutDevice.rollout_id == rollout.id)))
+    targets = {t.id: t for t in by_ids(session, DeploymentTarget, DeploymentTarget.id,
+                                       [row.target_id for row in rows if row.target_id is not None])}
+    minute_ago = now - timedelta(minutes=1)
+    views = []
+    for row in rows:
+        target = targets.get(row.target_id) if row.target_id is not None else None
+        views.append(policy.DeviceView(
+            device_id=row.device_id, position=row.position, phase=row.phase, status=DeviceStatus(row.status),
+            attempts=row.attempts, notified_at=row.notified_at, next_attempt_at=row.next_attempt_at,
+            agent_state=target.state if target is not None else None,
+            agent_reason=target.reason if target is not None else None, rollback_attempts=row.rollback_attempts))
+    view = policy.RolloutView(
+        state=RolloutState(rollout.state), shadow=rollout.action == Action.SHADOW.value,
+        current_phase=rollout.current_phase,
+        phases=tuple(policy.PhaseView(p.index, p.bake_s, p.success_threshold, PhaseState(p.state),
+                                      p.bake_started_at) for p in phases),
+        devices=tuple(views), criteria=criteria_of(rollout), rate_limit_per_min=rollout.rate_limit_per_min,
+        device_timeout_s=rollout.device_timeout_s, max_retries=rollout.max_retries,
+        retry_backoff_s=rollout.retry_backoff_s,
+        notified_last_minute=sum(1 for row in rows if row.notified_at is not None and row.notified_at > minute_ago))
+    return Loaded(rollout, phases, {row.device_id: row for row in rows}, targets, view)
+
+
+class Applier:
+    """Applies one tick's actions; collects the directives to publish after the commit."""
+
+    def __init__(self, session: Session, loaded: Loaded, keyring: Keyring, now: datetime) -> None:
+        self.session = session
+        self.loaded = loaded
+        self.rollout = loaded.rollout
+        self.keyring = keyring
+        self.now = now
+        self.outgoing: list[OutgoingDirective] = []
+        self._releases: dict[str, ReleaseRecord] = {}
+
+    def release(self, cohort: str) -> ReleaseRecord:
+        if cohort not in self._releases:
+            release_id = self.rollout.release_b_id if cohort == "b" else self.rollout.release_id
+            record = self.session.get(ReleaseRecord, release_id)
+            assert record is not None
+            self._releases[cohort] = record
+        return self._releases[cohort]
+
+    def apply(self, actions: Sequence[policy.Action]) -> list[OutgoingDirective]:
+        notify = [a.device_id for a in actions if isinstance(a, policy.Notify)]
+        rollback = [a.device_id for a in actions if isinstance(a, policy.SendRollback)]
+        for action in actions:
+            if isinstance(action, policy.SetDevice):
+                self._set_device(action)
+            elif isinstance(action, policy.SetPhase):
+                self._set_phase(action)
+            elif isinstance(action, policy.SetRollout):
+                self._set_rollout(action)
+        if notify:
+            self._notify(notify)
+        if rollback:
+            self._roll_back(rollback)
+        self.rollout.updated_at = self.now
+        self.session.add(self.rollout)
+        return self.outgoing
+
+    def _set_device(self, action: policy.SetDevice) -> None:
+        row = self.loaded.devices[action.device_id]
+        row.status, row.reason, row.next_attempt_at = action.status.value, action.reason, action.next_attempt_at
+        if action.status in (DeviceStatus.SUCCEEDED, DeviceStatus.FAILED, DeviceStatus.TIMED_OUT):
+            row.finished_at = self.now
+        if action.status is DeviceStatus.SUCCEEDED:
+            target = self.loaded.targets.get(row.target_id) if row.target_id is not None else None
+            row.installed_at = (target.state_reported_at if target is not None else None) or self.now
+        row.updated_at = self.now
+        self.session.add(row)
+
+    def _set_phase(self, action: policy.SetPhase) -> None:
+        phase = self.loaded.phases[action.index]
+        phase.state = action.state.value
+        if action.state is PhaseState.ACTIVE:
+            phase.started_at = self.now
+        elif action.state is PhaseState.BAKING:
+            phase.bake_started_at = self.now
+        elif action.state is PhaseState.COMPLETED:
+            phase.completed_at = self.now
+        self.session.add(phase)
+        logger.info("server event=rollout_phase rollout=%s phase=%d state=%s", self.rollout.id, action.index + 1,
+                    action.state.value)
+
+    def _set_rollout(self, action: policy.SetRollout) -> None:
+        rollout = self.rollout
+        previous = rollout.state
+        if action.current_phase is not None:
+            rollout.current_phase = action.current_phase
+        if action.reason is not None:
+            rollout.reason = action.reason
+        rollout.state = action.state.value
+        if action.state in FINAL_ROLLOUT_STATES:
+            rollout.finished_at = self.now
+        if previous != rollout.state:
+            record_audit(self.session, CONTROLLER_ACTOR, f"rollout.{action.state.value}",
+                         {"rollout_id": rollout.id, "from": previous, "reason": rollout.reason})
+            logger.info("server event=rollout_state rollout=%s from=%s to=%s reason=%r", rollout.id, previous,
+                        rollout.state, rollout.reason)
+
+    def _facts(self, device_ids: list[str]) -> dict[str, DeviceFacts]:
+        return {d.device_id: DeviceFacts(d.device_id, d.arch, d.ram_mb, tuple(d.runtimes))
+                for d in by_ids(self.session, Device, Device.device_id, device_ids)}
+
+    def _notify(self, device_ids: list[str]) -> None:
+        action = Action.SHADOW if self.rollout.action == Action.SHADOW.value else Action.INSTALL
+        facts = self._facts(device_ids)
+        by_cohort: dict[str, list[str]] = {}
+        for device_id in device_ids:
+            row = self.loaded.devices[device_id]
+            release = self.release(row.cohort)
+            try:  # the device's facts may have changed since the rollout was planned
+                row.variant = choose_variant(release_document(release), facts[device_id]).name
+            except NoCompatibleVariantError as exc:
+                row.status, row.reason, row.phase = DeviceStatus.INCOMPATIBLE.value, str(exc), None
+                self.session.add(row)
+                continue
+            by_cohort.setdefault(row.cohort, []).append(device_id)
+        for cohort, ids in sorted(by_cohort.items()):
+            signed = sign_directives(self.session, self.keyring, self.release(cohort), action, ids,
+                                     self.rollout.device_timeout_s)
+            for target, _envelope in signed.targets:
+                row = self.loaded.devices[target.device_id]
+                row.status, row.target_id, row.attempts = DeviceStatus.NOTIFIED.value, target.id, row.attempts + 1
+                row.notified_at, row.next_attempt_at, row.updated_at = self.now, None, self.now
+                row.reason = None
+                self.session.add(row)
+            self.outgoing.extend(signed.outgoing())
+        logger.info("server event=rollout_notify rollout=%s devices=%d", self.rollout.id, len(device_ids))
+
+    def _roll_back(self, device_ids: list[str]) -> None:
+        action = Action.DROP_SHADOW if self.rollout.action == Action.SHADOW.value else Action.ROLLBACK
+        by_cohort: dict[str, list[str]] = {}
+        for device_id in device_ids:
+            by_cohort.setdefault(self.loaded.devices[device_id].cohort, []).append(device_id)
+        for cohort, ids in sorted(by_cohort.items()):
+            signed = sign_directives(self.session, self.keyring, self.release(cohort), action, ids,
+                                     self.rollout.device_timeout_s)
+            for target, _envelope in signed.targets:
+                row = self.loaded.devices[target.device_id]
+                row.status, row.target_id = DeviceStatus.ROLLING_BACK.value, target.id
+                row.rollback_attempts += 1
+                row.notified_at, row.updated_at = self.now, self.now
+                self.session.add(row)
+            self.outgoing.extend(signed.outgoing())
+        logger.info("server event=rollout_rollback rollout=%s devices=%d action=%s", self.rollout.id,
+                    len(device_ids), action.value)
