@@ -21,6 +21,8 @@ import threading
 import time
 from pathlib import Path
 
+from agent import identity
+from agent.cert_renewal import CertificateRenewer
 from agent.clock import DeviceClock
 from agent.config import AgentConfig
 from agent.deployment import DeploymentTracker
@@ -33,6 +35,7 @@ from agent.kserve import KServeServer
 from agent.mqtt_link import MqttLink
 from agent.mqtt_loop import SharedNetworkLoop
 from agent.presence import Heartbeat, PresenceReporter, offline_presence
+from agent.root_refresh import RootRefresher
 from agent.runner import DeploymentRunner
 from agent.sdnotify import Notifier
 from agent.selfupdate.manager import RESTART_EXIT_CODE, SelfUpdater, TrialSettings
@@ -66,15 +69,20 @@ class AgentDaemon:
         root = load_root(data_dir, clock.now(), allow_expired=True)
         self.service = InferenceService()
         self.slots = SlotStore(data_dir / "slots")
-        self.link = MqttLink(device_id, self.enrollment.credential, config.mqtt_url or self.enrollment.mqtt_url,
+        mqtt_url = config.mqtt_url or self.enrollment.mqtt_url
+        self.tls = identity.mqtt_tls_context(data_dir) if mqtt_url.startswith("mqtts://") else None
+        https = identity.https_context(data_dir)
+        self.link = MqttLink(device_id, self.enrollment.credential, mqtt_url,
                              on_directive=self._on_directive, offline_presence=lambda: offline_presence(device_id),
-                             network=network)
+                             network=network, tls_context=self.tls)
+        self.renewer = CertificateRenewer(data_dir, device_id, self.enrollment.server_url, self.enrollment.credential,
+                                          clock.now, self._reload_certificate, https)
         self.tracker = DeploymentTracker(device_id, StateStore(data_dir), self.link)
         self.presence = PresenceReporter(device_id, self.tracker, self.service)
         downloader = Downloader(
             artifact_base_url(config, self.enrollment), self.enrollment.credential, data_dir / "downloads",
             DownloadSettings(config.download_timeout_s, config.download_retry_base_s, config.download_retry_max_s,
-                             config.download_max_attempts),
+                             config.download_max_attempts), https,
         )
         self.shadow = ShadowRunner()
         self.service.add_observer(self.shadow.observe)
@@ -86,6 +94,7 @@ class AgentDaemon:
         self.runner = DeploymentRunner(self.tracker, self.slots, downloader, self.service,
                                        config.health_check_latency_ms, self.shadow, clock, self.self_update)
         self.updater = Updater(self.facts, root, self.tracker, self.slots, self.runner, clock)
+        self.updater.refresh_root = RootRefresher(data_dir, self.enrollment.server_url, clock.now, https).refresh
         self.kserve: KServeServer | None = None
         if serve_http:
             try:
@@ -107,11 +116,13 @@ class AgentDaemon:
         self.runner.load_shadow_slot()
         self.updater.start()
         self.heartbeat.start()
+        self.renewer.start()
         log.info("event=agent_started device=%s state=%s inference_url=%s", self.facts.device_id,
                  self.tracker.state, self.kserve.url if self.kserve is not None else "-")
 
     def stop(self) -> None:
         log.info("event=agent_stopping device=%s", self.facts.device_id)
+        self.renewer.stop()
         self.heartbeat.stop()
         self.updater.stop()
         self.shadow.stop()
@@ -160,6 +171,11 @@ class AgentDaemon:
         except (ModelLoadError, RuntimeUnavailableError) as exc:
             log.error("event=serve_failed release=%s version=%d error=%r", current.release_name,
                       current.release_version, str(exc))
+
+    def _reload_certificate(self) -> None:
+        """A renewed certificate: the next MQTT (re)connection presents it."""
+        if self.tls is not None:
+            self.tls.load_cert_chain(str(Path(self.config.data_dir) / identity.IDENTITY_FILE))
 
     def _on_directive(self, payload: bytes) -> None:
         self.updater.submit(payload)

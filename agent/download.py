@@ -18,6 +18,7 @@ import logging
 import os
 import random
 import re
+import ssl
 import threading
 import time
 import urllib.error
@@ -70,7 +71,9 @@ def file_sha256(path: Path) -> tuple[int, str]:
 class Downloader:
     """Fetches content-addressed artifacts into ``downloads_dir``."""
 
-    def __init__(self, base_url: str, credential: str, downloads_dir: Path, settings: DownloadSettings) -> None:
+    def __init__(self, base_url: str, credential: str, downloads_dir: Path, settings: DownloadSettings,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
+        self.ssl_context = ssl_context  # https: the system's CAs plus the fleet CA (agent.identity)
         self.base_url = base_url.rstrip("/")
         self.credential = credential
         self.downloads_dir = Path(downloads_dir)
@@ -138,7 +141,8 @@ class Downloader:
                  variant.sha256[:12], attempt, offset, length)
         request = urllib.request.Request(self.url_for(variant.sha256), headers=headers)
         try:
-            response = urllib.request.urlopen(request, timeout=self.settings.stall_timeout_s)
+            response = urllib.request.urlopen(request, timeout=self.settings.stall_timeout_s,
+                                              context=self.ssl_context)
         except urllib.error.HTTPError as exc:
             exc.close()
             if exc.code == 416:

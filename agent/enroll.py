@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from agent import identity
 from agent.errors import EnrollmentError, NotEnrolledError, ServerUnreachableError, StateFileError
 from agent.protocol.canonical import canonical_sha256
 from agent.protocol.envelope import Envelope
@@ -155,10 +156,25 @@ def _check_root(data_dir: Path, document: Any, now: datetime) -> None:
             f"(version {trusted.version}): {type(exc).__name__}: {exc}") from None
 
 
+def _save_tls_identity(data_dir: Path, answer: dict[str, Any], key: Any, device_id: str) -> None:
+    """Keep the certificate the fleet CA issued for our key, and the CA (a server without one sends neither)."""
+    try:
+        if isinstance(answer.get("ca_certificate"), str):
+            identity.save_ca(data_dir, answer["ca_certificate"])
+        if isinstance(answer.get("certificate"), str):
+            certificate = identity.parse_certificate(answer["certificate"], key, device_id)
+            identity.save_identity(data_dir, key, certificate)
+            log.info("event=certificate_stored device=%s not_after=%s", device_id,
+                     certificate.not_valid_after_utc.isoformat())
+    except StateFileError as exc:
+        raise EnrollmentError(str(exc)) from None
+
+
 def enroll(server_url: str, token: str, facts: DeviceFacts, tags: tuple[str, ...], agent_version: str,
            data_dir: Path, timeout: float = 30.0) -> Enrollment:
     """Enroll (or re-enroll) this device; persist the credential and the trusted root."""
     server_url = server_url.rstrip("/")
+    key = identity.new_key()  # this device's own TLS key: only a CSR for it leaves the device
     payload = {
         "device_id": facts.device_id,
         "bootstrap_token": token,
@@ -167,6 +183,7 @@ def enroll(server_url: str, token: str, facts: DeviceFacts, tags: tuple[str, ...
         "runtimes": list(facts.runtimes),
         "agent_version": agent_version,
         "tags": list(tags),
+        "csr": identity.make_csr(key, facts.device_id),
     }
     status, answer = _post_json(server_url + ENROLL_PATH, payload, timeout)
     if not isinstance(answer, dict):
@@ -185,6 +202,7 @@ def enroll(server_url: str, token: str, facts: DeviceFacts, tags: tuple[str, ...
     enrollment = Enrollment(facts.device_id, answer["credential"], answer["mqtt_url"], server_url,
                             base_url or None, time.time())
     atomic_write_json(data_dir / ROOT_FILE, answer["root"])
+    _save_tls_identity(data_dir, answer, key, facts.device_id)
     atomic_write_json(data_dir / ENROLLMENT_FILE, enrollment.to_dict(), mode=0o600)
     log.info("event=enrolled device=%s server=%s status=%d mqtt_url=%s", facts.device_id, server_url, status,
              enrollment.mqtt_url)

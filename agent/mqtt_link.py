@@ -47,7 +47,8 @@ def parse_mqtt_url(url: str) -> tuple[str, int, bool]:
 class MqttLink:
     def __init__(self, device_id: str, credential: str, mqtt_url: str, on_directive: Callable[[bytes], None],
                  offline_presence: Callable[[], PresenceMessage], keepalive_s: int = 30,
-                 reconnect_max_s: int = 60, network: SharedNetworkLoop | None = None) -> None:
+                 reconnect_max_s: int = 60, network: SharedNetworkLoop | None = None,
+                 tls_context: ssl.SSLContext | None = None) -> None:
         self.device_id = device_id
         self._network = network
         self.host, self.port, tls = parse_mqtt_url(mqtt_url)
@@ -61,11 +62,15 @@ class MqttLink:
         self._presence_topic = device_topic(device_id, TopicKind.PRESENCE)
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=device_id, clean_session=False,
                              protocol=mqtt.MQTTv311)
-        client.username_pw_set(device_id, credential)
+        # With a client certificate (mqtts:// and agent.identity) the certificate is the credential: the
+        # broker maps its CN to the username, and the HTTP credential is not sent to the broker.
+        client.username_pw_set(device_id, None if tls_context is not None else credential)
         client.will_set(self._presence_topic, offline_presence().encode(), qos=QOS, retain=True)
         client.reconnect_delay_set(min_delay=random.uniform(0.5, 1.5), max_delay=reconnect_max_s)  # type: ignore[arg-type]
         client.max_queued_messages_set(MAX_QUEUED_MESSAGES)
-        if tls:
+        if tls and tls_context is not None:
+            client.tls_set_context(tls_context)
+        elif tls:
             client.tls_set(cert_reqs=ssl.CERT_REQUIRED)
         client.on_connect = self._handle_connect
         client.on_disconnect = self._handle_disconnect

@@ -21,6 +21,7 @@ starts) settles the slots and finishes or resumes the deployment in flight.
 import logging
 import queue
 import threading
+from collections.abc import Callable
 from datetime import datetime
 
 from agent.clock import DeviceClock
@@ -30,9 +31,9 @@ from agent.job import Job, claimed_identity, rebuild_job
 from agent.protocol.errors import ExpiredError, ProtocolError, ReplayError
 from agent.protocol.messages import DirectiveMessage
 from agent.protocol.metadata import Root
-from agent.protocol.verify import DeviceFacts, verify_update
+from agent.protocol.verify import DeviceFacts, check_not_downgrade, verify_update
 from agent.runner import DeploymentRunner, describe
-from agent.slots import SlotStore
+from agent.slots import CURRENT, SlotStore
 from agent.statemachine import IN_FLIGHT_STATES, Event, State
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ class Updater:
         self._highest_seen = tracker.record.last_accepted_sequence
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
+        self.refresh_root: Callable[[Root], Root] | None = None  # fetches newer roots before each verification
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -119,12 +121,17 @@ class Updater:
         directive_document = None
         with self._lock:
             last = self._highest_seen
+        if self.refresh_root is not None:
+            self.root = self.refresh_root(self.root)
         try:
             message = DirectiveMessage.decode(payload)
             directive_document = message.directive
             if now >= self.root.expires:
                 raise ExpiredError(f"the trusted root expired at {self.root.expires.isoformat()}")
             update = verify_update(self.root, message.directive, message.release, self.facts, last, now)
+            current = self.slots.read(CURRENT)
+            check_not_downgrade(update.directive, update.release,
+                                None if current is None else (current.release_name, current.release_version))
         except ReplayError as exc:
             log.info("event=directive_ignored reason=replay detail=%r", str(exc))
             return None

@@ -94,3 +94,7 @@ class RootRotationError(VerificationError):
 
 class ArtifactMismatchError(VerificationError):
     """Downloaded artifact bytes do not match the signed length or sha256."""
+
+
+class DowngradeError(VerificationError):
+    """An install directive for an older version of the installed model (only a rollback may go back)."""

@@ -14,6 +14,7 @@ from typing import Any
 from agent.protocol.envelope import Envelope, check_signatures, require_type
 from agent.protocol.errors import (
     ArtifactMismatchError,
+    DowngradeError,
     ExpiredError,
     NoCompatibleVariantError,
     ReleaseMismatchError,
@@ -139,3 +140,13 @@ def verify_artifact(variant: ArtifactVariant, length: int, sha256: str) -> None:
         raise ArtifactMismatchError(f"artifact is {length} bytes, release says {variant.length}")
     if sha256 != variant.sha256:
         raise ArtifactMismatchError(f"artifact sha256 {sha256[:12]} does not match {variant.sha256[:12]}")
+
+
+def check_not_downgrade(directive: Directive, release: Release, installed: tuple[str, int] | None) -> None:
+    """An install may not replace the installed model by an older version of it; a signed rollback may."""
+    if directive.action is not Action.INSTALL or installed is None:
+        return
+    name, version = installed
+    if release.name == name and release.version < version:
+        raise DowngradeError(f"{release.name} v{release.version} is older than the installed v{version}; "
+                             "only a rollback directive may go back")

@@ -15,6 +15,7 @@ import json
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -49,6 +50,7 @@ class ArtifactServer:
         self.root_document = root_document
         self.mqtt_url = mqtt_url
         self.enrollments: list[dict] = []
+        self.certify: Callable[[dict], dict] | None = None  # extra answer fields (certificate) for a request
         self.blobs: dict[str, bytes] = {}
         self.requests: list[dict[str, str]] = []
         self.faults = Faults()
@@ -154,6 +156,7 @@ class ArtifactServer:
                 return self._json(200 if known else 201, {
                     "device_id": request["device_id"], "credential": server.token, "mqtt_url": server.mqtt_url,
                     "root": server.root_document, "artifact_base_url": None,
+                    **(server.certify(request) if server.certify else {}),
                 })
 
             def _json(self, status: int, document: object) -> None:

@@ -31,10 +31,13 @@ def test_enroll_sends_facts_and_stores_credential_and_root(fleet: MiniFleet, ser
                                                            tmp_path: Path) -> None:
     enrollment = enroll(server.url + "/", "bootstrap", fleet.facts(), ("kitchen",), "0.1.0", tmp_path)
 
-    assert server.enrollments == [{
+    sent = [dict(request) for request in server.enrollments]
+    csr = sent[0].pop("csr")
+    assert sent == [{
         "device_id": "dev-1", "bootstrap_token": "bootstrap", "arch": "x86_64", "ram_mb": 4096,
         "runtimes": ["onnxruntime", "tflite"], "agent_version": "0.1.0", "tags": ["kitchen"],
     }]
+    assert "BEGIN CERTIFICATE REQUEST" in csr
     assert (enrollment.device_id, enrollment.credential, enrollment.mqtt_url, enrollment.server_url) == (
         "dev-1", "device-secret", "mqtt://127.0.0.1:1883", server.url)
     assert enrollment.artifact_base_url is None
