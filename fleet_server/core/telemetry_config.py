@@ -8,7 +8,7 @@ from fleet_server.alerting.delivery import DeliverySettings
 from fleet_server.alerting.monitor import MonitorSettings
 from fleet_server.alerting.rules import ErrorRateThresholds, LatencyThresholds
 from fleet_server.drift.evaluator import DriftSettings
-from fleet_server.drift.stats import DriftThresholds, TestMethod
+from fleet_server.drift.stats import DriftThresholds, StatisticalTest
 
 
 class TelemetryConfig(BaseModel):
@@ -21,7 +21,7 @@ class TelemetryConfig(BaseModel):
     drift_min_samples: int = Field(default=200, ge=1)  # samples a bucket needs to be tested
     drift_alpha: float = Field(default=0.01, gt=0, lt=1)  # false discovery rate across features
     drift_min_psi: float = Field(default=0.2, ge=0)  # effect size a drifted feature needs too
-    drift_test: TestMethod = TestMethod.CHI2  # chi2 or g
+    drift_test: StatisticalTest = StatisticalTest.CHI2  # chi2 or g
     latency_factor: float = Field(default=2.0, gt=1)  # alert when p95 exceeds factor x baseline
     latency_window_s: float = Field(default=300.0, gt=0)
     latency_baseline_s: float = Field(default=3600.0, gt=0)

@@ -29,7 +29,7 @@ PSI_EPSILON = 1e-4
 PREDICTIONS = -1  # FeatureDrift.index of the prediction distribution
 
 
-class TestMethod(enum.StrEnum):
+class StatisticalTest(enum.StrEnum):
     CHI2 = "chi2"
     G = "g"
 
@@ -39,7 +39,7 @@ class DriftThresholds:
     alpha: float = 0.01  # false discovery rate across features (Benjamini-Hochberg)
     min_psi: float = 0.2  # effect size a feature needs on top of significance
     min_samples: int = 200  # samples a bucket needs to be tested at all
-    method: TestMethod = TestMethod.CHI2
+    method: StatisticalTest = StatisticalTest.CHI2
 
 
 @dataclass(frozen=True)
@@ -128,12 +128,12 @@ def merge_sparse_bins(reference: np.ndarray, observed: np.ndarray,
 
 
 def homogeneity_test(reference: np.ndarray, observed: np.ndarray,
-                     method: TestMethod = TestMethod.CHI2) -> tuple[float, int, float]:
+                     method: StatisticalTest = StatisticalTest.CHI2) -> tuple[float, int, float]:
     """(statistic, degrees of freedom, p-value) of the two-sample test; (0, 0, 1) when untestable."""
     ref, obs = merge_sparse_bins(reference, observed)
     if len(ref) < 2 or ref.sum() == 0 or obs.sum() == 0:
         return 0.0, 0, 1.0
-    lambda_ = "log-likelihood" if method is TestMethod.G else None
+    lambda_ = "log-likelihood" if method is StatisticalTest.G else None
     result = stats.chi2_contingency(np.vstack([ref, obs]), correction=False, lambda_=lambda_)
     return float(result.statistic), int(result.dof), float(result.pvalue)
 
