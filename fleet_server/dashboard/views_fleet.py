@@ -18,6 +18,7 @@ from fleet_server.models.device import DeviceTag
 from fleet_server.services import device_query, devices
 from fleet_server.services.deployments import list_deployments
 from fleet_server.services.device_history import deployment_history
+from fleet_server.services.releases import list_releases
 
 router = APIRouter()
 STATES = ("none", "pending", "notified", "downloading", "verifying", "installing", "health_check", "succeeded",
@@ -65,10 +66,10 @@ def device_list(
         result = device_query.query_devices(session, device_filter, size, (page - 1) * size)
     params = tuple((key, value) for key, value in (("tag", tag), ("model", model), ("state", state),
                                                    ("online", online), ("q", q)) if value)
-    summary_models = device_query.fleet_summary(session).models
+    models = [f"{release.name}:{release.version}" for release in list_releases(session)]  # what devices can run
     return render(request, "devices.html", user, devices=result.devices, pager=Pager(page, size, result.total, params),
                   filters={"tag": tag, "model": model, "state": state, "online": online, "q": q},
-                  tags=known_tags(session), models=[f"{m.name}:{m.version}" for m in summary_models], states=STATES)
+                  tags=known_tags(session), models=models, states=STATES)
 
 
 @router.get("/devices/{device_id}", response_class=HTMLResponse)
