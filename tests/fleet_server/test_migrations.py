@@ -3,6 +3,8 @@ on SQLite and on PostgreSQL, and per-device sequences and times survive a
 round trip through the server on both (the API tests run on both backends too)."""
 
 import itertools
+import subprocess
+import sys
 from pathlib import Path
 
 from alembic.autogenerate import compare_metadata
@@ -52,6 +54,27 @@ def test_postgresql_schema_matches_the_models(postgres: PostgresCluster) -> None
         check_migrated(engine)
     finally:
         engine.dispose()
+        postgres.drop_database(name)
+
+
+MIGRATE = "import sys; from fleet_server.core.db import create_db_engine; " \
+          "from fleet_server.core.schema import upgrade_schema; upgrade_schema(create_db_engine(sys.argv[1]))"
+
+
+def test_replicas_starting_together_migrate_one_after_another(postgres: PostgresCluster) -> None:
+    name = f"together{next(_databases)}"
+    url = postgres.create_database(name)
+    try:
+        replicas = [subprocess.Popen([sys.executable, "-c", MIGRATE, url], stderr=subprocess.PIPE)
+                    for _ in range(3)]
+        errors = [replica.communicate(timeout=120)[1].decode() for replica in replicas]
+        assert [replica.returncode for replica in replicas] == [0, 0, 0], errors
+        engine = create_db_engine(url)
+        try:
+            assert schema_diff(engine) == []
+        finally:
+            engine.dispose()
+    finally:
         postgres.drop_database(name)
 
 
