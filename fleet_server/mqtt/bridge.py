@@ -94,12 +94,24 @@ class MqttBridge:
         return self._connected.wait(timeout)
 
     def stop(self) -> None:
+        if self.persistent_session and self.shared_subscription and self._connected.is_set():
+            self._leave_share_group()
         self._connected.clear()
         self.client.disconnect()
         self.client.loop_stop()
         if self.telemetry is not None:
             self.telemetry.stop()
         logger.info("server event=mqtt_stopped stats=%s", dict(self.stats))
+
+    def _leave_share_group(self, timeout: float = 2.0) -> None:
+        """On a clean stop, unsubscribe first: the broker would otherwise go on queueing this replica's share
+        of the devices' messages in its persistent session (a crashed replica keeps its subscriptions, and
+        gets what was queued when it comes back)."""
+        done = threading.Event()
+        self.client.on_unsubscribe = lambda *_args: done.set()
+        self.client.unsubscribe([subscription(kind, shared=True) for kind in CONSUMED_KINDS])
+        if not done.wait(timeout):
+            logger.warning("server event=mqtt_unsubscribe_timeout timeout_s=%.1f", timeout)
 
     def publish(self, topic: str, payload: bytes, retain: bool = True) -> mqtt.MQTTMessageInfo:
         return self.client.publish(topic, payload, qos=1, retain=retain)
