@@ -214,24 +214,29 @@ class ShadowSummary:
     agreement: float  # share of compared requests where both models agreed, 0..1
     serving_p50_ms: float
     candidate_p50_ms: float
+    mean_abs_diff: float | None = None  # models that are not classifiers: mean |serving - candidate| per element
 
     def to_dict(self) -> dict[str, Any]:
-        return {"candidate": self.candidate.to_dict(), "compared": self.compared,
-                "agreement": round(self.agreement, 6), "serving_p50_ms": round(self.serving_p50_ms, 4),
-                "candidate_p50_ms": round(self.candidate_p50_ms, 4)}
+        document = {"candidate": self.candidate.to_dict(), "compared": self.compared,
+                    "agreement": round(self.agreement, 6), "serving_p50_ms": round(self.serving_p50_ms, 4),
+                    "candidate_p50_ms": round(self.candidate_p50_ms, 4)}
+        if self.mean_abs_diff is not None:
+            document["mean_abs_diff"] = self.mean_abs_diff
+        return document
 
     @classmethod
     def from_dict(cls, obj: Any) -> "ShadowSummary":
         what = "telemetry.shadow"
         obj = f.mapping(obj, what)
-        f.only_keys(obj, {"candidate", "compared", "agreement", "serving_p50_ms", "candidate_p50_ms"}, what)
+        f.only_keys(obj, {"candidate", "compared", "agreement", "serving_p50_ms", "candidate_p50_ms",
+                          "mean_abs_diff"}, what)
         values = {key: _number(obj, key, what, 0.0, 1.0 if key == "agreement" else 1e9)
                   for key in ("agreement", "serving_p50_ms", "candidate_p50_ms")}
         if any(value is None for value in values.values()):
             raise MalformedDocumentError(f"{what} needs agreement, serving_p50_ms and candidate_p50_ms")
         return cls(ModelRef.from_dict(f.get(obj, "candidate", what), f"{what}.candidate"),
                    _count(obj, "compared", what), values["agreement"] or 0.0, values["serving_p50_ms"] or 0.0,
-                   values["candidate_p50_ms"] or 0.0)
+                   values["candidate_p50_ms"] or 0.0, _number(obj, "mean_abs_diff", what, 0.0, 1e18))
 
 
 def _round(value: float | None, digits: int) -> float | None:

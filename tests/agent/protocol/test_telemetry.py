@@ -136,3 +136,10 @@ def test_histogram_quantiles() -> None:
     under, over = [5] + [0] * (LATENCY_BINS - 1), [0] * (LATENCY_BINS - 1) + [5]
     assert histogram_quantile(under, 0.5) == LATENCY_EDGES_MS[0]
     assert histogram_quantile(over, 0.5) == LATENCY_EDGES_MS[-1]
+
+
+def test_a_shadow_section_may_carry_the_mean_absolute_difference() -> None:
+    regression = window(shadow=ShadowSummary(ModelRef("price", 2), 40, 0.75, 1.5, 2.5, mean_abs_diff=0.125))
+    assert TelemetryWindow.decode(regression.encode()) == regression
+    assert window().shadow.to_dict().keys() == {"candidate", "compared", "agreement", "serving_p50_ms",  # type: ignore
+                                                "candidate_p50_ms"}
