@@ -52,6 +52,9 @@ class AgentConfig:
     self_update_report_timeout_s: float = 120.0  # a new agent must connect and report within this after a start
     self_update_max_starts: int = 3  # starts of a new agent without a report before the previous one comes back
     max_request_bytes: int = 16 * MIB
+    telemetry_window_s: float = 60.0  # a telemetry window closes after this long ...
+    telemetry_max_inferences: int = 0  # ... or after this many requests (0: no limit)
+    telemetry_queue_max_bytes: int = 8 * MIB  # windows kept while offline; the oldest are evicted beyond
     tags: tuple[str, ...] = ()
     arch: str | None = None  # fact overrides, for tests and simulation
     ram_mb: int | None = None
@@ -133,6 +136,9 @@ PARSERS: dict[str, Callable[[Any, bool], Any]] = {
     "self_update_report_timeout_s": _number,
     "self_update_max_starts": _integer,
     "max_request_bytes": _integer,
+    "telemetry_window_s": _number,
+    "telemetry_max_inferences": _integer,
+    "telemetry_queue_max_bytes": _integer,
     "tags": _text_list,
     "arch": _text,
     "ram_mb": _integer,
@@ -156,6 +162,9 @@ def _check_ranges(config: AgentConfig) -> None:
         ("self_update_report_timeout_s", 0 < config.self_update_report_timeout_s <= 3600, "must be in (0, 3600]"),
         ("self_update_max_starts", config.self_update_max_starts >= 1, "must be >= 1"),
         ("max_request_bytes", config.max_request_bytes >= 1024, "must be >= 1024"),
+        ("telemetry_window_s", config.telemetry_window_s > 0, "must be > 0"),
+        ("telemetry_max_inferences", config.telemetry_max_inferences >= 0, "must be >= 0"),
+        ("telemetry_queue_max_bytes", config.telemetry_queue_max_bytes >= 64 * 1024, "must be >= 65536"),
         ("ram_mb", config.ram_mb is None or config.ram_mb > 0, "must be > 0"),
         ("runtimes", config.runtimes is None or set(config.runtimes) <= {r.value for r in Runtime},
          f"must only name {', '.join(r.value for r in Runtime)}"),

@@ -44,6 +44,8 @@ from agent.slots import CURRENT, SlotStore
 from agent.state_store import DeploymentRecord, StateStore
 from agent.statemachine import FINAL_STATES
 from agent.storage import atomic_write_bytes
+from agent.telemetry.profiles import ProfileFetcher, SlotProfiles
+from agent.telemetry.service import TelemetryService, TelemetrySettings
 from agent.updater import Updater
 
 log = logging.getLogger(__name__)
@@ -102,6 +104,14 @@ class AgentDaemon:
                                            config.max_request_bytes)
             except OSError as exc:
                 raise AgentError(f"cannot listen on {config.inference_host}:{config.inference_port}: {exc}") from None
+        self.runner.profiles = ProfileFetcher(artifact_base_url(config, self.enrollment), self.enrollment.credential,
+                                              data_dir / "downloads", https)
+        self.telemetry = TelemetryService(device_id, data_dir, self.link, self.service, SlotProfiles(self.slots),
+                                          TelemetrySettings(config.telemetry_window_s, config.telemetry_max_inferences,
+                                                            config.telemetry_queue_max_bytes))
+        self.telemetry.accumulator.set_shadow_source(self.shadow.take_report)
+        self.link.add_connect_listener(self.telemetry.on_connected)
+        self.link.add_publish_listener(self.telemetry.on_puback)
         self.heartbeat = Heartbeat(config.heartbeat_interval_s, self._publish_presence)
         self.link.add_connect_listener(self._publish_presence)
         self.tracker.add_listener(self._on_transition)
@@ -114,6 +124,7 @@ class AgentDaemon:
         self.updater.recover()
         self._serve_current_slot()
         self.runner.load_shadow_slot()
+        self.telemetry.start()
         self.updater.start()
         self.heartbeat.start()
         self.renewer.start()
@@ -126,6 +137,7 @@ class AgentDaemon:
         self.heartbeat.stop()
         self.updater.stop()
         self.shadow.stop()
+        self.telemetry.stop()
         self.link.stop()
         if self.kserve is not None:
             self.kserve.stop()

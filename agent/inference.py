@@ -131,8 +131,16 @@ class InferenceService:
     def predict(self, inputs: Mapping[str, np.ndarray], name: str | None = None) -> dict[str, np.ndarray]:
         """Run the served model on ``inputs`` (validated against its input schema)."""
         served = self.resolve(name)
-        validate_inputs(served.inputs, inputs)
+        self.validate(served, inputs)
         return self.run(served, inputs)
+
+    def validate(self, served: ServedModel, inputs: Mapping[str, np.ndarray]) -> None:
+        """``validate_inputs``; a request that violates the schema is reported to the observers too."""
+        try:
+            validate_inputs(served.inputs, inputs)
+        except InvalidInferenceRequestError as exc:
+            self._notify(served, inputs, None, 0.0, exc)
+            raise
 
     def run(self, served: ServedModel, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run ``served`` on validated ``inputs``, timed and reported to the observers."""

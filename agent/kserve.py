@@ -21,7 +21,7 @@ from typing import Any
 
 import agent
 from agent.errors import InferenceError, InvalidInferenceRequestError, ModelNotReadyError
-from agent.inference import InferenceService, validate_inputs
+from agent.inference import InferenceService
 from agent.kserve_codec import decode_infer_request, encode_infer_response, model_metadata
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ class KServeHandler(BaseHTTPRequestHandler):
         try:
             served = self.server.service.resolve(match["name"], match["version"])
             request = decode_infer_request(body, served, self.server.max_request_bytes)
-            validate_inputs(served.inputs, request.inputs)
+            self.server.service.validate(served, request.inputs)
             outputs = self.server.service.run(served, request.inputs)
             self._send(200, encode_infer_response(served, request, outputs))
         except ModelNotReadyError as exc:

@@ -60,6 +60,8 @@ class MqttLink:
         self._directive_topic = device_topic(device_id, TopicKind.DIRECTIVE)
         self._status_topic = device_topic(device_id, TopicKind.STATUS)
         self._presence_topic = device_topic(device_id, TopicKind.PRESENCE)
+        self._telemetry_topic = device_topic(device_id, TopicKind.TELEMETRY)
+        self._on_published: list[Callable[[int], None]] = []
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=device_id, clean_session=False,
                              protocol=mqtt.MQTTv311)
         # With a client certificate (mqtts:// and agent.identity) the certificate is the credential: the
@@ -75,6 +77,7 @@ class MqttLink:
         client.on_connect = self._handle_connect
         client.on_disconnect = self._handle_disconnect
         client.on_message = self._handle_message
+        client.on_publish = self._handle_publish
         self._client = client
 
     def add_connect_listener(self, listener: Callable[[], None]) -> None:
@@ -112,6 +115,15 @@ class MqttLink:
         """Publish (retained); the returned info tells when the broker acknowledged it."""
         return self._publish(self._presence_topic, message.encode(), retain=True)
 
+    def publish_telemetry(self, payload: bytes) -> tuple[bool, int]:
+        """Hand an encoded telemetry window to paho (QoS 1): (accepted, message id for the PUBACK)."""
+        info = self._publish(self._telemetry_topic, payload, retain=False)
+        return info.rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN), info.mid
+
+    def add_publish_listener(self, listener: Callable[[int], None]) -> None:
+        """Call ``listener(mid)`` (on paho's thread) when the broker acknowledged a QoS 1 publish."""
+        self._on_published.append(listener)
+
     def _publish(self, topic: str, payload: bytes, retain: bool) -> mqtt.MQTTMessageInfo:
         info = self._client.publish(topic, payload, qos=QOS, retain=retain)
         if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):  # NO_CONN: queued until reconnect
@@ -139,6 +151,11 @@ class MqttLink:
         if self.connected.is_set():
             log.warning("event=mqtt_disconnected device=%s reason=%r", self.device_id, str(reason_code))
         self.connected.clear()
+
+    def _handle_publish(self, client: mqtt.Client, userdata: object, mid: int, reason_code: mqtt.ReasonCode,
+                        properties: object) -> None:
+        for listener in self._on_published:
+            listener(mid)
 
     def _handle_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
         if message.topic != self._directive_topic:

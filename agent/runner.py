@@ -48,6 +48,7 @@ from agent.selfupdate.manager import SelfUpdater
 from agent.shadow import ShadowRunner, check_same_inputs
 from agent.slots import CURRENT, PREVIOUS, SHADOW, STAGING, SlotInfo, SlotStore, slot_info_for
 from agent.statemachine import IN_FLIGHT_STATES, Event, State
+from agent.telemetry.profiles import ProfileFetcher
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,7 @@ class DeploymentRunner:
         self.shadow = shadow
         self.clock = clock or DeviceClock()
         self.agent_update = agent_update  # None: this agent cannot update itself (not installed A/B)
+        self.profiles: ProfileFetcher | None = None  # fetches reference profiles for telemetry (best effort)
 
     def run(self, job: Job) -> None:
         """Run ``job`` to a final state (or pause it, on shutdown). Never raises."""
@@ -150,6 +152,8 @@ class DeploymentRunner:
         if state is State.DOWNLOADING:
             expires_in = (job.directive.expires - self.clock.now()).total_seconds()
             self.downloader.fetch(variant, expires_in, job.cancel)
+            if self.profiles is not None:
+                self.profiles.prefetch(job.release, job.cancel)
             state = self.tracker.advance(sequence, Event.DOWNLOADED)
         if state is State.VERIFYING:
             self._check_cancel(job)
@@ -198,12 +202,20 @@ class DeploymentRunner:
             return
         info = slot_info_for(job.release, job.variant, job.sequence)
         self._verify_file(job, self.downloader.part_path(job.variant.sha256))
-        self.slots.stage(info, self.downloader.part_path(job.variant.sha256))
+        self.slots.stage(info, self.downloader.part_path(job.variant.sha256), extra=self._profile_files(job))
         self._verify_file(job, self.slots.artifact_path(STAGING, info))
         self.slots.promote()
         self.downloader.discard(job.variant.sha256)
         log.info("event=installed seq=%d release=%s version=%d variant=%s", job.sequence, info.release_name,
                  info.release_version, info.variant)
+
+    def _profile_files(self, job: Job) -> dict[str, bytes]:
+        """The release's reference profile, to keep in the slot next to the model (fetched while downloading)."""
+        if self.profiles is None:
+            return {}
+        files = self.profiles.files_for(job.release)
+        self.profiles.discard(job.release)
+        return files
 
     def _health_check_install(self, job: Job) -> None:
         assert job.variant is not None
@@ -243,7 +255,8 @@ class DeploymentRunner:
         if existing is None or existing.sha256 != job.variant.sha256:
             info = slot_info_for(job.release, job.variant, job.sequence)
             self._verify_file(job, self.downloader.part_path(job.variant.sha256))
-            self.slots.stage(info, self.downloader.part_path(job.variant.sha256), SHADOW)
+            self.slots.stage(info, self.downloader.part_path(job.variant.sha256), SHADOW,
+                             extra=self._profile_files(job))
             self._verify_file(job, self.slots.artifact_path(SHADOW, info))
         self.downloader.discard(job.variant.sha256)
 

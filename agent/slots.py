@@ -32,6 +32,7 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ from typing import Any
 from agent.errors import SlotError
 from agent.protocol.errors import EdgeFleetError
 from agent.protocol.metadata import ArtifactVariant, Release, TensorSpec
-from agent.storage import atomic_write_json, fsync_directory
+from agent.storage import atomic_write_bytes, atomic_write_json, fsync_directory
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ class SlotInfo:
     outputs: tuple[TensorSpec, ...]
     sequence: int = 0
     installed_at: float = 0.0
+    profile_sha256: str | None = None  # the release's reference profile, kept in the slot (telemetry)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -78,6 +80,7 @@ class SlotInfo:
             "outputs": [spec.to_dict() for spec in self.outputs],
             "sequence": self.sequence,
             "installed_at": self.installed_at,
+            "profile_sha256": self.profile_sha256,
         }
 
     @classmethod
@@ -95,6 +98,7 @@ class SlotInfo:
                 outputs=tuple(TensorSpec.from_dict(t, "slot.outputs[]") for t in document["outputs"]),
                 sequence=int(document.get("sequence", 0)),
                 installed_at=float(document.get("installed_at", 0.0)),
+                profile_sha256=str(document["profile_sha256"]) if document.get("profile_sha256") else None,
             )
         except (KeyError, TypeError, ValueError, EdgeFleetError) as exc:
             raise SlotError(f"invalid {SLOT_FILE}: {exc}") from None
@@ -131,8 +135,10 @@ class SlotStore:
 
     # -- steps ----------------------------------------------------------------
 
-    def stage(self, info: SlotInfo, source: Path, slot: str = STAGING) -> None:
-        """Copy ``source`` into a fresh staging (or shadow) slot, fsynced, ``slot.json`` last."""
+    def stage(self, info: SlotInfo, source: Path, slot: str = STAGING, extra: Mapping[str, bytes] | None = None
+              ) -> None:
+        """Copy ``source`` (and ``extra`` files, such as the reference profile) into a fresh staging
+        (or shadow) slot, fsynced, ``slot.json`` last."""
         if slot not in (STAGING, SHADOW):
             raise SlotError(f"cannot stage into the {slot} slot")
         self._discard(slot)
@@ -144,6 +150,8 @@ class SlotStore:
             dst.flush()
             os.fsync(dst.fileno())
         fsync_directory(target.parent)
+        for name, data in (extra or {}).items():
+            atomic_write_bytes(staging / name, data)
         atomic_write_json(staging / SLOT_FILE, info.to_dict())
         fsync_directory(self.root)
 
@@ -231,4 +239,5 @@ def slot_info_for(release: Release, variant: ArtifactVariant, sequence: int) -> 
         outputs=tuple(release.outputs),
         sequence=sequence,
         installed_at=time.time(),
+        profile_sha256=release.reference_profile_sha256,
     )

@@ -4,7 +4,10 @@ Windows are kept in sequence order until the broker acknowledged them. The
 queue is bounded by the bytes of the payloads it holds: appending past the
 bound evicts the oldest windows first, and the number evicted is handed to
 the next window appended (its ``evicted`` field), so the server learns about
-the gap. The window sequence number is allocated here, in the same
+the gap (a window evicted with such a report passes it on: every eviction is
+reported by exactly one window that is sent). A window the publisher had
+already handed to paho can still arrive after its row was evicted: paho
+retransmits what it holds once the broker is back. The window sequence number is allocated here, in the same
 transaction as the insert, so it survives restarts and never repeats.
 """
 
@@ -20,7 +23,8 @@ from agent.errors import TelemetryQueueError
 log = logging.getLogger(__name__)
 
 SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS windows (seq INTEGER PRIMARY KEY, payload BLOB NOT NULL, size INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS windows (seq INTEGER PRIMARY KEY, payload BLOB NOT NULL, size INTEGER NOT NULL, "
+    "reports INTEGER NOT NULL DEFAULT 0)",
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
     "INSERT OR IGNORE INTO meta (key, value) VALUES ('next_seq', 1), ('unreported_evictions', 0), "
     "('evicted_total', 0)",
@@ -70,11 +74,11 @@ class TelemetryQueue:
                 try:
                     seq, evicted = self._meta("next_seq"), self._meta("unreported_evictions")
                     payload = build(seq, evicted)
-                    self._db.execute("INSERT INTO windows (seq, payload, size) VALUES (?, ?, ?)",
-                                     (seq, payload, len(payload)))
+                    self._db.execute("INSERT INTO windows (seq, payload, size, reports) VALUES (?, ?, ?, ?)",
+                                     (seq, payload, len(payload), evicted))
                     self._db.execute("UPDATE meta SET value = ? WHERE key = 'next_seq'", (seq + 1,))
-                    dropped = self._evict(keep=seq)
-                    self._db.execute("UPDATE meta SET value = ? WHERE key = 'unreported_evictions'", (dropped,))
+                    dropped, unreported = self._evict(keep=seq)
+                    self._db.execute("UPDATE meta SET value = ? WHERE key = 'unreported_evictions'", (unreported,))
                     if dropped:
                         self._db.execute("UPDATE meta SET value = value + ? WHERE key = 'evicted_total'", (dropped,))
                     self._db.execute("COMMIT")
@@ -87,19 +91,23 @@ class TelemetryQueue:
             log.warning("event=telemetry_evicted windows=%d bound_bytes=%d", dropped, self.max_bytes)
         return seq
 
-    def _evict(self, keep: int) -> int:
-        """Delete the oldest windows (never ``keep``) until the payloads fit the bound."""
+    def _evict(self, keep: int) -> tuple[int, int]:
+        """Delete the oldest windows (never ``keep``) until the payloads fit the bound.
+
+        Returns (windows dropped, evictions to report): a dropped window's own report of earlier
+        evictions is lost with it, so its count is carried over to the next window."""
         total = int(self._db.execute("SELECT COALESCE(SUM(size), 0) FROM windows").fetchone()[0])
-        dropped = 0
+        dropped = unreported = 0
         while total > self.max_bytes:
-            row = self._db.execute("SELECT seq, size FROM windows WHERE seq != ? ORDER BY seq LIMIT 1",
+            row = self._db.execute("SELECT seq, size, reports FROM windows WHERE seq != ? ORDER BY seq LIMIT 1",
                                    (keep,)).fetchone()
             if row is None:
                 break
             self._db.execute("DELETE FROM windows WHERE seq = ?", (row[0],))
             total -= int(row[1])
             dropped += 1
-        return dropped
+            unreported += 1 + int(row[2])
+        return dropped, unreported
 
     def peek(self, after_seq: int, limit: int) -> list[tuple[int, bytes]]:
         """Up to ``limit`` stored windows with a sequence above ``after_seq``, oldest first."""
