@@ -62,6 +62,22 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--inference-host", help="local inference address (default 127.0.0.1)")
 
     commands.add_parser("status", help="print the deployment state and current model as JSON")
+
+    simulate = commands.add_parser("simulate", help="run many simulated devices in this process (tests, benchmarks)")
+    simulate.add_argument("--count", type=int, required=True, help="devices in this process (at most 1000)")
+    simulate.add_argument("--data-root", type=Path, required=True, help="one data directory per device under it")
+    simulate.add_argument("--server", required=True, help="fleet server URL (enrollment, artifacts)")
+    simulate.add_argument("--token", required=True, help="bootstrap token for devices not enrolled yet")
+    simulate.add_argument("--prefix", default="sim", help="device ids are PREFIX-0000, PREFIX-0001, ...")
+    simulate.add_argument("--start-index", type=int, default=0, help="first device number (several processes)")
+    simulate.add_argument("--tag", action="append", dest="tags", help="tag of every device (repeatable)")
+    simulate.add_argument("--mqtt-url", help="broker URL instead of the one the server hands out")
+    simulate.add_argument("--arch", help="architecture every device reports")
+    simulate.add_argument("--ram-mb", type=int, help="RAM every device reports")
+    simulate.add_argument("--runtimes", help="comma-separated runtimes every device reports (onnxruntime,tflite)")
+    simulate.add_argument("--traffic", type=Path, help=".npy file of input rows sent to every device")
+    simulate.add_argument("--traffic-interval", type=float, default=1.0, help="seconds between a device's requests")
+    simulate.add_argument("--traffic-batch", type=int, default=1, help="rows per request")
     return parser
 
 
@@ -118,6 +134,38 @@ def cmd_run(config: AgentConfig) -> int:
     return daemon.exit_code
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from agent.simulator import Simulator, SimulatorSettings
+
+    if not 1 <= args.count <= 1000:
+        raise CliError(f"--count {args.count} is out of range", "run 1-1000 devices per process (a few hundred "
+                       "is what one process handles well; start several with --start-index)", USAGE_ERROR)
+    if args.traffic_interval <= 0 or args.traffic_batch < 1:
+        raise CliError("--traffic-interval must be > 0 and --traffic-batch >= 1", "e.g. --traffic-interval 0.5",
+                       USAGE_ERROR)
+    if args.traffic is not None and not args.traffic.is_file():
+        raise CliError(f"traffic file {args.traffic} does not exist", "pass a .npy file of input rows", USAGE_ERROR)
+    overrides = {"mqtt_url": args.mqtt_url, "arch": args.arch, "ram_mb": args.ram_mb,
+                 "runtimes": tuple(r.strip() for r in args.runtimes.split(",") if r.strip()) if args.runtimes
+                 else None, "log_level": args.log_level}
+    settings = SimulatorSettings(
+        count=args.count, data_root=args.data_root, server_url=args.server.rstrip("/"), token=args.token,
+        prefix=args.prefix, start_index=args.start_index, tags=tuple(args.tags or ()),
+        overrides={key: value for key, value in overrides.items() if value is not None}, config_path=args.config,
+        traffic=args.traffic, traffic_interval_s=args.traffic_interval, traffic_batch=args.traffic_batch)
+    simulator = Simulator(settings)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
+    try:
+        ids = simulator.start()
+        print(json.dumps({"devices": ids}), flush=True)
+        stop.wait()
+    finally:
+        simulator.stop()
+    return 0
+
+
 def cmd_status(config: AgentConfig) -> int:
     print(json.dumps(status_report(Path(config.data_dir)), indent=2, sort_keys=True))
     return 0
@@ -136,6 +184,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_enroll(config, args)
         if args.command == "run":
             return cmd_run(config)
+        if args.command == "simulate":
+            return cmd_simulate(args)
         return cmd_status(config)
     except CliError as exc:
         return _fail(str(exc), exc.hint, exc.code)
