@@ -48,6 +48,8 @@ def configure(
     if level is None:
         raise typer.BadParameter(f"unknown log level {log_level!r}", param_hint="--log-level")
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if level > logging.DEBUG:
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per HTTP request only with --log-level debug
 
 
 def _describe(keyring: Keyring) -> dict[str, Any]:

@@ -16,7 +16,6 @@ Sub-apps use it like this::
 """
 
 import json
-import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -120,8 +119,6 @@ def resolve_connection(server: str | None, token: str | None) -> Connection:
 
 def connect(server: str | None, token: str | None) -> FleetClient:
     connection = resolve_connection(server, token)
-    if not logging.getLogger().isEnabledFor(logging.DEBUG):
-        logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request only with --log-level debug
     return FleetClient(connection.server, connection.token)
 
 

@@ -15,6 +15,7 @@ from fleet_server.cli_context import (
     emit,
     fields,
     print_json,
+    short_time,
     table,
 )
 
@@ -68,7 +69,7 @@ def _render_device(device: dict[str, Any]) -> None:
     fields([
         ("device", device["device_id"]),
         ("presence", ("online" if device["online"] else "offline") + (
-            f", last seen {device['last_seen']}" if device["last_seen"] else "")),
+            f", last seen {short_time(device['last_seen'])}" if device["last_seen"] else "")),
         ("model", model_label(device["current_model"])),
         ("state", device["deployment_state"]),
         ("tags", device["tags"]),
