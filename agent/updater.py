@@ -126,9 +126,9 @@ class Updater:
         try:
             message = DirectiveMessage.decode(payload)
             directive_document = message.directive
-            if now >= self.root.expires:
-                raise ExpiredError(f"the trusted root expired at {self.root.expires.isoformat()}")
             update = verify_update(self.root, message.directive, message.release, self.facts, last, now)
+            if now >= self.root.expires:  # after verify_update: a replayed directive is ignored, not rejected
+                raise ExpiredError(f"the trusted root expired at {self.root.expires.isoformat()}")
             current = self.slots.read(CURRENT)
             check_not_downgrade(update.directive, update.release,
                                 None if current is None else (current.release_name, current.release_version))
