@@ -16,6 +16,7 @@ from fleet_server import cli_security, cli_trust
 from fleet_server.cli_device import device_app
 from fleet_server.cli_model import model_app
 from fleet_server.cli_release import release_app
+from fleet_server.cli_telemetry import alerts_app, telemetry_app
 from fleet_server.keyring import Keyring, init_keyring, load_keyring
 from fleet_server.pki import CA_DIR, init_ca
 
@@ -25,6 +26,8 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(device_app, name="device")
 app.add_typer(model_app, name="model")
 app.add_typer(release_app, name="release")
+app.add_typer(telemetry_app, name="telemetry")
+app.add_typer(alerts_app, name="alerts")
 app.add_typer(cli_security.token_app, name="token")
 app.add_typer(cli_security.audit_app, name="audit")
 device_app.add_typer(cli_security.bootstrap_app, name="token")

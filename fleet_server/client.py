@@ -219,3 +219,17 @@ class FleetClient:
 
     def compression_jobs(self, name: str, version: int) -> list[dict[str, Any]]:
         return self._request("GET", f"/models/{quote(name, safe='')}/versions/{version}/compress")
+
+    # -- telemetry and alerts (issue 6) --------------------------------------------------------------
+
+    def device_telemetry(self, device_id: str, params: dict[str, Any]) -> dict[str, Any]:
+        return self._request("GET", f"/telemetry/devices/{quote(device_id, safe='')}", params=params)
+
+    def model_telemetry(self, name: str, params: dict[str, Any]) -> dict[str, Any]:
+        return self._request("GET", f"/telemetry/models/{quote(name, safe='')}", params=params)
+
+    def alerts(self, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        return self._request("GET", "/alerts", params=params or {})
+
+    def alert(self, alert_id: int) -> dict[str, Any]:
+        return self._request("GET", f"/alerts/{alert_id}")
