@@ -68,6 +68,8 @@ def run_enroll_as(user: str | None, argv: list[str]) -> int:
             from agent.cli import main as agent_main
 
             code = agent_main(argv)
+        except SystemExit as exc:  # argparse's --help/usage errors
+            code = exc.code if isinstance(exc.code, int) else 1
         except BaseException as exc:  # noqa: BLE001 - the child must exit, whatever happened
             print(f"{PROG}: error: enrollment crashed: {type(exc).__name__}: {exc}", file=sys.stderr)
         finally:

@@ -1,8 +1,9 @@
 """Check that an uploaded file really is an ONNX or TFLite model and read its
 input/output schema (numpy dtype names, ``None`` for dynamic dimensions).
 
-Anything else (an ELF binary, a pickle, an archive, garbage, a truncated
-model) raises ``InvalidModelFileError`` with a message saying what was found.
+A zip archive must be an agent release's wheel (``agent_bundle``). Anything
+else (an ELF binary, a pickle, another archive, garbage, a truncated model)
+raises ``InvalidModelFileError`` with a message saying what was found.
 """
 
 import logging
@@ -17,6 +18,7 @@ from fleet_server.errors import InvalidModelFileError
 logger = logging.getLogger(__name__)
 
 TFLITE_IDENTIFIER = b"TFL3"  # flatbuffer file identifier at bytes 4..8
+ZIP_MAGIC = b"PK\x03\x04"
 _KNOWN_NON_MODELS = (
     (b"\x7fELF", "an ELF executable"),
     (b"MZ", "a Windows executable"),
@@ -39,6 +41,10 @@ def inspect_model_file(path: Path) -> ModelInfo:
         head = handle.read(16)
     if not head:
         raise InvalidModelFileError("the uploaded file is empty")
+    if head.startswith(ZIP_MAGIC):  # an agent release's wheel (fleet_server.services.agent_bundle)
+        from fleet_server.services.agent_bundle import inspect_agent_bundle
+
+        return inspect_agent_bundle(path)
     for magic, what in _KNOWN_NON_MODELS:
         if head.startswith(magic):
             raise InvalidModelFileError(f"the uploaded file is {what}, not an ONNX or TFLite model")

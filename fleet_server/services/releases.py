@@ -23,7 +23,7 @@ from fleet_server.services.audit import SYSTEM_ACTOR, record_audit
 logger = logging.getLogger(__name__)
 
 MAX_ENVELOPE_BYTES = 1024 * 1024
-_FILE_SUFFIX = {Runtime.ONNXRUNTIME: "onnx", Runtime.TFLITE: "tflite"}
+_FILE_SUFFIX = {Runtime.ONNXRUNTIME: "onnx", Runtime.TFLITE: "tflite", Runtime.AGENT: "whl"}
 
 
 def build_release(name: str, row: ModelVersion, ttl_days: int) -> Release:
