@@ -17,6 +17,7 @@ from fleet_server.cli_agent import agent_app
 from fleet_server.cli_device import device_app
 from fleet_server.cli_model import model_app
 from fleet_server.cli_release import release_app
+from fleet_server.cli_rollout import rollout_app
 from fleet_server.cli_telemetry import alerts_app, telemetry_app
 from fleet_server.keyring import Keyring, init_keyring, load_keyring
 from fleet_server.pki import CA_DIR, init_ca
@@ -27,6 +28,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(device_app, name="device")
 app.add_typer(model_app, name="model")
 app.add_typer(release_app, name="release")
+app.add_typer(rollout_app, name="rollout")
 app.add_typer(agent_app, name="agent")
 app.add_typer(telemetry_app, name="telemetry")
 app.add_typer(alerts_app, name="alerts")

@@ -233,3 +233,25 @@ class FleetClient:
 
     def alert(self, alert_id: int) -> dict[str, Any]:
         return self._request("GET", f"/alerts/{alert_id}")
+
+    def create_rollout(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self._request("POST", "/rollouts", json=body)
+
+    def rollouts(self, state: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        return self._request("GET", "/rollouts", params={"limit": limit, **({"state": state} if state else {})})
+
+    def rollout(self, rollout_id: int) -> dict[str, Any]:
+        return self._request("GET", f"/rollouts/{rollout_id}")
+
+    def rollout_operation(self, rollout_id: int, operation: str) -> dict[str, Any]:
+        """start, pause, resume, abort, rollback or drop."""
+        return self._request("POST", f"/rollouts/{rollout_id}/{operation}")
+
+    def promote_rollout(self, rollout_id: int, body: dict[str, Any]) -> dict[str, Any]:
+        return self._request("POST", f"/rollouts/{rollout_id}/promote", json=body)
+
+    def rollout_cohorts(self, rollout_id: int) -> list[dict[str, Any]]:
+        return self._request("GET", f"/rollouts/{rollout_id}/cohorts")
+
+    def rollout_shadow(self, rollout_id: int) -> dict[str, Any]:
+        return self._request("GET", f"/rollouts/{rollout_id}/shadow")
