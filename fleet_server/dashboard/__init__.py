@@ -22,13 +22,15 @@ from fleet_server.dashboard import (
     views_fleet,
     views_login,
     views_registry,
+    views_rollouts,
 )
 from fleet_server.dashboard.auth import LoginRequiredError
 from fleet_server.dashboard.templating import STATIC_DIR, render
 from fleet_server.errors import FleetServerError
 
 UI_PREFIX = "/ui"
-VIEW_MODULES = (views_login, views_fleet, views_registry, views_deployments, views_alerts, views_audit)
+VIEW_MODULES = (views_login, views_fleet, views_registry, views_deployments, views_rollouts, views_alerts,
+                views_audit)
 
 
 def dashboard_router() -> APIRouter:

@@ -9,6 +9,9 @@ from fleet_server.core.types import utcnow
 from fleet_server.dashboard.telemetry_panel import TelemetryPanel, device_panel
 from fleet_server.dashboard.templating import state_class
 from fleet_server.models.alert import Alert, AlertState
+from fleet_server.models.rollout_api import RolloutSummary
+from fleet_server.rollouts import views as rollout_views
+from fleet_server.rollouts.states import ACTIVE_ROLLOUT_STATES
 
 
 def state_bar_class(state: str) -> str:
@@ -24,11 +27,21 @@ def firing_alerts(session: Session, subject: str | None = None, limit: int = 20)
 
 def overview_panels(session: Session) -> dict[str, Any]:
     firing = session.exec(select(func.count()).select_from(Alert).where(Alert.state == AlertState.FIRING.value)).one()
+    rollouts = active_rollouts(session, limit=10)
     return {
-        "tiles": [{"label": "open alerts", "value": firing, "href": "/ui/alerts?state=firing",
+        "tiles": [{"label": "active rollouts", "value": len(rollouts), "href": "/ui/rollouts?state=running",
+                   "css": "busy" if rollouts else "", "id": "active-rollouts"},
+                  {"label": "open alerts", "value": firing, "href": "/ui/alerts?state=firing",
                    "css": "bad" if firing else "good", "id": "open-alerts"}],
         "alerts": firing_alerts(session, limit=5),
+        "rollouts": rollouts[:5],
     }
+
+
+def active_rollouts(session: Session, limit: int = 5) -> list[RolloutSummary]:
+    """Running, paused or rolling back, newest first."""
+    rows = [row for state in ACTIVE_ROLLOUT_STATES for row in rollout_views.list_rollouts(session, limit, 0, state)]
+    return sorted(rows, key=lambda row: -row.id)[:limit]
 
 
 def device_telemetry(session: Session, device_id: str) -> TelemetryPanel | None:

@@ -47,7 +47,7 @@ templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
 templates.env.filters.update(ts=format_timestamp, ago=time_ago, state_class=state_class,
                              short=lambda text: (text or "")[:12], compression_rows=table_rows)
 NAV = [("/", "Overview"), ("/devices", "Devices"), ("/models", "Models"), ("/releases", "Releases"),
-       ("/deployments", "Deployments"), ("/alerts", "Alerts"), ("/audit", "Audit")]
+       ("/rollouts", "Rollouts"), ("/deployments", "Deployments"), ("/alerts", "Alerts"), ("/audit", "Audit")]
 templates.env.globals.update(ui="/ui", nav=NAV, compression_columns=TABLE_COLUMNS)
 SECURITY_HEADERS = {
     "Cache-Control": "no-store",

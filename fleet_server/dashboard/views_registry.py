@@ -10,16 +10,13 @@ from pydantic import ValidationError
 from fleet_server.api.deps import RuntimeDep, SessionDep
 from fleet_server.core.validation import describe_validation_errors
 from fleet_server.dashboard.auth import UiOperatorDep, UiUserDep, check_csrf
+from fleet_server.dashboard.rollout_form import split_list
 from fleet_server.dashboard.templating import render
 from fleet_server.errors import InvalidRequestError
 from fleet_server.models.deployment import DeploymentCreate
 from fleet_server.services import deployments, registry, releases
 
 router = APIRouter()
-
-
-def split_list(text: str) -> list[str]:
-    return [item for item in (part.strip() for part in text.replace("\n", ",").split(",")) if item]
 
 
 @router.get("/models", response_class=HTMLResponse)
