@@ -33,7 +33,7 @@ find_tool() {
 
 missing_system_tools() {
     local tool
-    for tool in mosquitto initdb pg_ctl nginx chromium; do
+    for tool in mosquitto initdb pg_ctl nginx chromium debootstrap systemd-analyze; do
         find_tool "$tool" >/dev/null || printf '%s ' "$tool"
     done
 }
@@ -45,13 +45,15 @@ ensure_system_packages() {
     missing="$(missing_system_tools)"
     [[ -z "$missing" ]] && return 0
     if [[ "$(id -u)" -ne 0 ]]; then
-        fail "missing ${missing% }: run 'sudo apt-get install -y --no-install-recommends mosquitto postgresql nginx chromium fonts-dejavu-core' (or run this script as root)" 2
+        fail "missing ${missing% }: run 'sudo apt-get install -y --no-install-recommends mosquitto postgresql nginx chromium fonts-dejavu-core debootstrap systemd' (or run this script as root)" 2
     fi
     section "installing mosquitto, postgresql and nginx (apt-get)"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -q
     # chromium and a font: the dashboard tests drive headless Chromium through Playwright
-    apt-get install -y -q --no-install-recommends mosquitto postgresql nginx chromium fonts-dejavu-core
+    # debootstrap and systemd (systemd-analyze): the firmware image tests (install.sh in a bookworm chroot)
+    apt-get install -y -q --no-install-recommends mosquitto postgresql nginx chromium fonts-dejavu-core \
+        debootstrap systemd
     missing="$(missing_system_tools)"
     [[ -z "$missing" ]] || fail "still missing after apt-get install: ${missing% }"
 }
