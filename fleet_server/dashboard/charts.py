@@ -6,7 +6,7 @@ Every label is escaped.
 """
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from html import escape
@@ -56,14 +56,15 @@ def format_number(value: float) -> str:
     return f"{value:.2g}"
 
 
-def time_label(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, UTC).strftime("%H:%M")
+def time_label(seconds: float, span_s: float = 3600.0) -> str:
+    """UTC clock time; with seconds when the axis spans less than ten minutes."""
+    return datetime.fromtimestamp(seconds, UTC).strftime("%H:%M:%S" if span_s < 600 else "%H:%M")
 
 
 def line_chart(series: Sequence[Series], title: str, unit: str = "", width: int = 640, height: int = 200,
                time_axis: bool = True) -> Markup:
     """A line chart of one or more series sharing the axes; an empty chart says "no data"."""
-    left, right, top, bottom = 52, 12, 24, 28
+    left, right, top, bottom = 52, 28, 24, 28
     plot_w, plot_h = width - left - right, height - top - bottom
     xs = [x for s in series for x, y in s.points if y is not None]
     ys = [y for s in series for _, y in s.points if y is not None]
@@ -89,10 +90,10 @@ def line_chart(series: Sequence[Series], title: str, unit: str = "", width: int 
         parts.append(f'<line class="grid" x1="{left}" x2="{left + plot_w}" y1="{py(tick):.1f}" y2="{py(tick):.1f}"/>'
                      f'<text class="axis" x="{left - 6}" y="{py(tick) + 4:.1f}" text-anchor="end">'
                      f'{escape(format_number(tick) + unit)}</text>')
-    for fraction in (0.0, 0.5, 1.0):
+    for fraction, anchor in ((0.0, "start"), (0.5, "middle"), (1.0, "end")):
         x = x_low + (x_high - x_low) * fraction
-        label = time_label(x) if time_axis else format_number(x)
-        parts.append(f'<text class="axis" x="{px(x):.1f}" y="{height - 8}" text-anchor="middle">'
+        label = time_label(x, x_high - x_low) if time_axis else format_number(x)
+        parts.append(f'<text class="axis" x="{px(x):.1f}" y="{height - 8}" text-anchor="{anchor}">'
                      f'{escape(label)}</text>')
     for index, one in enumerate(series):
         segments: list[list[str]] = [[]]
@@ -113,7 +114,7 @@ def line_chart(series: Sequence[Series], title: str, unit: str = "", width: int 
 
 
 def bar_chart(bars: Sequence[Bar], title: str, width: int = 420, unit: str = "",
-              max_value: float | None = None) -> Markup:
+              max_value: float | None = None, value_format: Callable[[float], str] = format_number) -> Markup:
     """Horizontal bars, one row per item, longest value (or ``max_value``) spanning the width."""
     row, label_w, value_w, top = 22, 150, 90, 24
     height = top + row * max(len(bars), 1) + 6
@@ -127,7 +128,7 @@ def bar_chart(bars: Sequence[Bar], title: str, width: int = 420, unit: str = "",
     for index, bar in enumerate(bars):
         y = top + index * row
         length = max(0.0, min(1.0, bar.value / scale)) * bar_w
-        value = escape(format_number(bar.value) + unit + (f" {bar.note}" if bar.note else ""))
+        value = escape(value_format(bar.value) + unit + (f" {bar.note}" if bar.note else ""))
         parts.append(f'<text class="axis" x="{label_w - 6}" y="{y + 14}" text-anchor="end">'
                      f'{escape(bar.label[:24])}</text>'
                      f'<rect class="{escape(bar.css_class)}" x="{label_w}" y="{y + 3}" width="{length:.1f}" '

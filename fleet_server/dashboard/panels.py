@@ -34,7 +34,8 @@ def overview_panels(session: Session) -> dict[str, Any]:
                   {"label": "open alerts", "value": firing, "href": "/ui/alerts?state=firing",
                    "css": "bad" if firing else "good", "id": "open-alerts"}],
         "alerts": firing_alerts(session, limit=5),
-        "rollouts": rollouts[:5],
+        "rollouts": rollouts[:5] or rollout_views.list_rollouts(session, 5),  # else the latest ones
+        "rollouts_active": bool(rollouts),
     }
 
 

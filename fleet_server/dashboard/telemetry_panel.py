@@ -93,10 +93,11 @@ def drift_bars(result: DriftResult) -> Markup:
     tested = [*result.features, *([result.prediction] if result.prediction else [])]
     top = sorted(tested, key=lambda feature: feature.js, reverse=True)[:TOP_FEATURES]
     bars = [Bar("predictions" if feature.index == PREDICTIONS else f"feature {feature.index}", feature.js,
-                css_class="bar bad" if feature.drifted else "bar", note=f"PSI {feature.psi:.2f}")
+                css_class="bar bad" if feature.drifted else "bar", note=f"· PSI {feature.psi:.2f}")
             for feature in top]
     return bar_chart(bars, f"Drift per feature (Jensen-Shannon, top {len(bars)} of {len(tested)})", width=560,
-                     max_value=max(0.05, max((bar.value for bar in bars), default=0)))
+                     max_value=max(0.05, max((bar.value for bar in bars), default=0)),
+                     value_format=lambda value: f"JS {value:.2f}")
 
 
 def device_panel(session: Session, device_id: str, now: datetime, hours: int = PANEL_HOURS) -> TelemetryPanel | None:

@@ -1,15 +1,24 @@
 """The dashboard in a real browser (headless Chromium through Playwright) against the
 real server under uvicorn with real agents on a real Mosquitto: log in, see the
-fleet, open a device, deploy from the UI and watch it finish live, log out.
-Screenshots of every page go to tests/artifacts/screenshots."""
+fleet, open a device, deploy from the UI and watch it finish live, start a staged
+rollout from the UI and watch it complete, see a drift alert raised by the
+agents' telemetry, log out. Screenshots of every page go to tests/artifacts/screenshots."""
 
+import json
 import re
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
 
+import numpy as np
 import pytest
 from playwright.sync_api import Page, expect
 
+from fleet_server.localfleet import LocalAgent, LocalServer
+from fleet_server.processes import wait_until
 from tests.integration.browser import chromium_page, screenshot
-from tests.integration.conftest import MODELS, unique_model
+from tests.integration.conftest import MODELS, start_server, unique_model
 
 pytestmark = pytest.mark.slow
 
@@ -18,6 +27,22 @@ LINEAGE = {
     "lineage": {"training_data_uri": "sklearn.datasets.load_digits", "training_code_ref": "tests/fixtures",
                 "metrics": {"test_accuracy": 0.97}},
 }
+
+
+# Telemetry fast enough for a test: 1 s agent windows, 4 s drift buckets, an alert after 2 drifted buckets.
+SERVER_ENV = {
+    "EDGEFLEET_MONITOR_INTERVAL_S": "1", "EDGEFLEET_DRIFT_BUCKET_S": "4", "EDGEFLEET_DRIFT_WINDOWS": "4",
+    "EDGEFLEET_DRIFT_ALERT_WINDOWS": "2", "EDGEFLEET_DRIFT_MIN_SAMPLES": "150", "EDGEFLEET_OFFLINE_AFTER_S": "600",
+}
+AGENT_ENV = {"EDGEFLEET_AGENT_TELEMETRY_WINDOW_S": "1", "EDGEFLEET_AGENT_HEARTBEAT_INTERVAL_S": "5"}
+
+
+@pytest.fixture(scope="module")
+def server(mosquitto, tmp_path_factory) -> Iterator[LocalServer]:
+    """This module's server: the shared Mosquitto, drift monitoring on a test time scale."""
+    server = start_server(tmp_path_factory.mktemp("ui-server"), mosquitto.url, **SERVER_ENV)
+    yield server
+    server.stop()
 
 
 def login(page: Page, token: str) -> None:
@@ -105,3 +130,92 @@ def test_operator_journey_in_the_browser(server, client, agents, tmp_path):
         expect(page).to_have_url(re.compile(r"/ui/login$"))
         page.goto("/ui/devices")
         expect(page).to_have_url(re.compile(r"/ui/login\?next=/ui/devices"))
+
+
+def digits() -> np.ndarray:
+    from sklearn.datasets import load_digits
+
+    return (load_digits().data / 16.0).astype(np.float32)
+
+
+def infer(agent: LocalAgent, model: str, rows: np.ndarray) -> None:
+    body = json.dumps({"inputs": [{"name": "input", "shape": list(rows.shape), "datatype": "FP32",
+                                   "data": rows.ravel().tolist()}]}).encode()
+    request = urllib.request.Request(f"{agent.inference_url}/v2/models/{model}/infer", data=body,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200
+
+
+def compressed_release(client, tmp_path: Path, name: str) -> int:
+    """A release with a reference profile: the server compresses the model on calibration data."""
+    version = client.upload_model(unique_model(MODELS / "digits_mlp.onnx", tmp_path, name), name,
+                                  metadata=LINEAGE)["version"]
+    calibration = tmp_path / "calibration.npy"
+    np.save(calibration, digits()[:1000])
+    dataset = client.upload_dataset(calibration)["sha256"]
+    job = client.compress(name, version, {"calibration_sha256": dataset, "variants": ["onnx-fp16"],
+                                          "latency_runs": 3, "max_evaluation_rows": 200})
+    wait_until(lambda: client.compression_job(job["id"])["status"] in ("succeeded", "failed"), 180,
+               "the compression job")
+    assert client.compression_job(job["id"])["status"] == "succeeded", client.compression_job(job["id"])
+    assert client.create_release(name, version)["envelope"]["signed"]["reference_profile_sha256"]
+    return version
+
+
+def test_rollout_from_the_ui_completes_and_drift_raises_an_alert(server, client, agents, tmp_path):
+    steady, drifting = agents(**AGENT_ENV), agents(**AGENT_ENV)
+    for agent in (steady, drifting):
+        client.tag_device(agent.device_id, add=["ui-rollout"], remove=[])
+    model = "digits-staged"
+    version = compressed_release(client, tmp_path, model)
+
+    with chromium_page(server.url) as page:
+        login(page, server.admin_token)
+        expect(page.get_by_role("heading", name="Fleet overview")).to_be_visible()
+
+        # the release page shows the compression report and starts a staged rollout
+        page.goto(f"/ui/releases/{model}/{version}")
+        expect(page.locator("#compression-report")).to_contain_text("onnx-fp16")
+        page.click("#start-rollout")
+        expect(page.locator("select[name=release]")).to_have_value(f"{model}:{version}")
+        page.fill("input[name=tags]", "ui-rollout")
+        page.fill("input[name=phases]", "50%, 100%")
+        page.fill("input[name=bake_s]", "1")
+        page.fill("input[name=name]", "browser staged")
+        screenshot(page, "11-rollout-new")
+        page.click("#rollout-form button[type=submit]")
+        expect(page).to_have_url(re.compile(r"/ui/rollouts/\d+$"))
+        live = page.locator("#rollout-live")
+        expect(live.locator("[data-final=true]")).to_be_visible(timeout=150_000)
+        expect(live.locator("#rollout-state")).to_have_attribute("data-state", "succeeded")
+        for agent in (steady, drifting):
+            expect(live.locator(f"tr[data-device='{agent.device_id}']")).to_have_attribute("data-status", "succeeded")
+        expect(live.locator("tr[data-phase='1']")).to_have_attribute("data-state", "completed")
+        screenshot(page, "12-rollout-succeeded")
+
+        # inverted strokes on one device, reference-like digits on the other, until the monitor raises drift
+        data, rng = digits()[1000:], np.random.default_rng(5)
+        deadline = time.monotonic() + 120
+        while not any(a["subject"] == drifting.device_id
+                      for a in client.alerts({"state": "firing", "kind": "drift"})):
+            assert time.monotonic() < deadline, client.alerts()
+            batch = data[rng.integers(0, len(data), 16)]
+            infer(steady, model, batch)
+            infer(drifting, model, np.clip(1.0 - batch, 0, 1))
+            time.sleep(0.05)
+
+        page.click("nav >> text=Alerts")
+        row = page.locator(f"tr[data-alert-kind=drift]:has(a:text-is('{drifting.device_id}'))")
+        expect(row).to_have_attribute("data-alert-state", "firing")
+        screenshot(page, "13-alerts")
+        row.locator(f"a:text-is('{drifting.device_id}')").click()
+        expect(page.locator(".alert-box")).to_contain_text("drift")
+        expect(page.locator("section.telemetry")).to_contain_text(f"{model} v{version}")
+        expect(page.locator("#drift-features")).to_contain_text("features drifted")
+        expect(page.locator("#drift-features svg rect.bar.bad").first).to_be_visible()
+        screenshot(page, "14-device-drift")
+
+        page.click("nav >> text=Overview")
+        expect(page.locator("#open-alerts")).not_to_have_text("0")
+        screenshot(page, "15-overview")  # docs/dashboard.png (the README's picture) is a copy of this one
