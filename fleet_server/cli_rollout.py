@@ -114,6 +114,7 @@ def create(
                                                            "(0.05 = 5 points)", min=0, max=1)] = 0.05,
     max_latency_ratio: Annotated[float, typer.Option(help="Abort when a device's p95 latency grows by more", min=1)]
     = 1.5,
+    min_latency_increase: Annotated[float, typer.Option(help="... and by at least this many ms", min=0)] = 5.0,
     max_drift: Annotated[float | None, typer.Option(help="Abort when a device's drift score exceeds this (0..1)",
                                                     min=0, max=1, show_default=False)] = None,
     min_requests: Annotated[int, typer.Option(help="Requests a device must serve before it is judged", min=1)] = 20,
@@ -136,7 +137,8 @@ def create(
             "release": parse_release(release), "target": parse_target(target),
             "phases": parse_phases(phases, bake_s, threshold), "action": "shadow" if shadow else "install",
             "criteria": {"max_failure_rate": max_failure_rate, "max_error_rate_increase": max_error_increase,
-                         "max_latency_ratio": max_latency_ratio, "max_drift_score": max_drift,
+                         "max_latency_ratio": max_latency_ratio, "min_latency_increase_ms": min_latency_increase,
+                         "max_drift_score": max_drift,
                          "min_requests": min_requests, "auto_rollback": auto_rollback},
             "rate_limit_per_min": rate_limit, "device_timeout_s": parse_duration(timeout, "--timeout"),
             "max_retries": retries, "retry_backoff_s": parse_duration(backoff, "--backoff"),

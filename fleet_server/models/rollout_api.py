@@ -79,6 +79,7 @@ class CriteriaCreate(BaseModel):
     max_failure_rate: float = Field(default=0.1, ge=0, le=1)
     max_error_rate_increase: float = Field(default=0.05, ge=0, le=1)
     max_latency_ratio: float = Field(default=1.5, ge=1)
+    min_latency_increase_ms: float = Field(default=5.0, ge=0)
     max_drift_score: float | None = Field(default=None, ge=0, le=1)
     min_requests: int = Field(default=20, ge=1)
     max_unhealthy_share: float = Field(default=0.1, ge=0, le=1)

@@ -3,7 +3,8 @@ rollout? Pure: two telemetry summaries and the criteria in, a verdict out.
 
 Each device is compared with its own pre-rollout baseline (the telemetry
 windows before the rollout started) on three figures: the inference error
-rate (absolute increase), the p95 latency (ratio) and the drift score (the
+rate (absolute increase), the p95 latency (ratio, beyond an absolute floor of
+``min_latency_increase_ms``) and the drift score (the
 largest Jensen-Shannon divergence against the release's reference profile).
 A device is judged only once its post-install windows hold ``min_requests``
 requests; a figure missing on either side is not judged (a device without a
@@ -35,7 +36,8 @@ class Criteria:
 
     max_failure_rate: float = 0.1  # failed installs / devices released to so far
     max_error_rate_increase: float = 0.05  # absolute: 0.05 = 5 percentage points more errors
-    max_latency_ratio: float = 1.5  # p95 after / p95 before
+    max_latency_ratio: float = 1.5  # p95 after / p95 before, and ...
+    min_latency_increase_ms: float = 5.0  # ... at least this much slower (sub-millisecond p95s are mostly noise)
     max_drift_score: float | None = None  # JS divergence 0..1; None: drift is not a gate
     min_requests: int = 20  # a device is judged once it served this many requests on the release
     max_unhealthy_share: float = 0.1  # share of judged devices that may regress before the rollout aborts
@@ -65,9 +67,11 @@ def regression(sample: HealthSample, criteria: Criteria) -> str | None:
                 f"({current.errors} of {current.requests} requests; limit +{criteria.max_error_rate_increase:.1%})")
     if baseline is not None and baseline.p95_latency_ms and current.p95_latency_ms is not None:
         ratio = current.p95_latency_ms / baseline.p95_latency_ms
-        if ratio > criteria.max_latency_ratio:
+        slower = current.p95_latency_ms - baseline.p95_latency_ms
+        if ratio > criteria.max_latency_ratio and slower > criteria.min_latency_increase_ms:
             return (f"p95 latency {baseline.p95_latency_ms:.1f} ms -> {current.p95_latency_ms:.1f} ms "
-                    f"(x{ratio:.2f}; limit x{criteria.max_latency_ratio:.2f})")
+                    f"(x{ratio:.2f}; limit x{criteria.max_latency_ratio:.2f} "
+                    f"and +{criteria.min_latency_increase_ms:g} ms)")
     if criteria.max_drift_score is not None and current.drift_score is not None:
         before_drift = baseline.drift_score if baseline is not None else None
         if current.drift_score > criteria.max_drift_score and (

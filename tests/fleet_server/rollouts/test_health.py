@@ -33,10 +33,14 @@ def test_error_rate_increase() -> None:
     assert regression(HealthSample(None, Health(100, 6)), CRITERIA) is not None  # no baseline: 0 % before
 
 
-def test_latency_ratio_needs_both_sides() -> None:
-    assert regression(HealthSample(Health(100, p95_latency_ms=4.0), Health(100, p95_latency_ms=6.0)), CRITERIA) is None
-    assert "x1.75" in (regression(HealthSample(Health(100), Health(100, p95_latency_ms=7.0)), CRITERIA) or "")
+def test_latency_ratio_needs_both_sides_and_a_real_slowdown() -> None:
+    assert regression(HealthSample(Health(100, p95_latency_ms=40.0), Health(100, p95_latency_ms=59.0)),
+                      CRITERIA) is None
+    assert "x1.75" in (regression(HealthSample(Health(100, p95_latency_ms=40.0), Health(100, p95_latency_ms=70.0)),
+                                  CRITERIA) or "")
     assert regression(HealthSample(None, Health(100, p95_latency_ms=700.0)), CRITERIA) is None
+    # 0.2 ms -> 2.9 ms is x14, but only 2.7 ms: scheduling noise, not a regression
+    assert regression(HealthSample(Health(100, p95_latency_ms=0.2), Health(100, p95_latency_ms=2.9)), CRITERIA) is None
 
 
 def test_drift_counts_only_when_the_rollout_made_it_cross_the_limit() -> None:

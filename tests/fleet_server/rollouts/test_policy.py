@@ -162,9 +162,9 @@ def test_a_health_regression_aborts_and_rolls_back() -> None:
 
 def test_a_latency_regression_aborts() -> None:
     devs = (DeviceView("a", 0, 0, S.SUCCEEDED),)
-    health = {"a": HealthSample(Health(100, p95_latency_ms=2.0), Health(100, p95_latency_ms=9.0))}
+    health = {"a": HealthSample(Health(100, p95_latency_ms=2.0), Health(100, p95_latency_ms=19.0))}
     reason = next(a for a in decide(rollout(devs), NOW, health) if isinstance(a, SetRollout)).reason
-    assert reason is not None and "p95 latency 2.0 ms -> 9.0 ms" in reason
+    assert reason is not None and "p95 latency 2.0 ms -> 19.0 ms" in reason
 
 
 def test_healthy_devices_and_shadow_rollouts_pass_the_gate() -> None:
