@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import itertools
 import secrets
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,14 @@ FAST_RETRIES = {  # agents retry quickly in tests: a fault must not cost minutes
     "EDGEFLEET_AGENT_HEARTBEAT_INTERVAL_S": "5",
 }
 _numbers = itertools.count(1)
+PARALLEL = 6  # agents enrolled, started or stopped at once
+
+
+def in_parallel(action: Callable[[FleetAgent], object], agents: Iterable[FleetAgent]) -> None:
+    """Run ``action`` on every agent from a small thread pool; re-raise the first failure."""
+    with ThreadPoolExecutor(PARALLEL) as pool:
+        for future in [pool.submit(action, agent) for agent in agents]:
+            future.result()
 
 
 def padded_model(directory: Path, marker: str, size: int = RELEASE_BYTES) -> Path:
@@ -89,9 +99,24 @@ class FaultFleet:
 
     # -- agents ------------------------------------------------------------------
 
+    def add_agents(self, count: int, **options: Any) -> list[FleetAgent]:
+        """``count`` agents with the same options, enrolled and started in parallel (seeded 0..count-1)."""
+        start = options.pop("start", True)
+        agents = [self.add_agent(seed=index, start=False, enroll=False, **options) for index in range(count)]
+        in_parallel(self._enroll_and_start if start else self._enroll, agents)
+        return agents
+
+    def _enroll(self, agent: FleetAgent) -> None:
+        assert self.server is not None
+        agent.enroll(self.server.url, self.server.bootstrap_token)
+
+    def _enroll_and_start(self, agent: FleetAgent) -> None:
+        self._enroll(agent)
+        self.restart_agent(agent)
+
     def add_agent(self, *, env: dict[str, str] | None = None, data_dir: Path | None = None,
                   artifact_proxy: bool = False, mqtt_proxy: bool = False, start: bool = True,
-                  seed: int = 0) -> FleetAgent:
+                  seed: int = 0, enroll: bool = True) -> FleetAgent:
         assert self.server is not None
         device_id = f"fault-{next(_numbers)}"
         agent_env = dict(FAST_RETRIES)
@@ -105,10 +130,10 @@ class FaultFleet:
         agent_env.update(env or {})
         agent = FleetAgent(device_id, data_dir or self.root / device_id, extra_env=agent_env, **proxies)
         self.agents.append(agent)
-        agent.enroll(self.server.url, self.server.bootstrap_token)
-        if start:
-            agent.start()
-            agent.wait_serving()
+        if enroll:
+            self._enroll(agent)
+            if start:
+                self.restart_agent(agent)
         return agent
 
     def restart_agent(self, agent: FleetAgent) -> None:
@@ -129,17 +154,19 @@ class FaultFleet:
     def wait(self, deployment_id: int, timeout: float = 120.0) -> dict[str, Any]:
         return self.client.wait_for_deployment(deployment_id, timeout=timeout)
 
-    def install_everywhere(self, name: str, version: int, timeout: float = 120.0) -> None:
-        """The starting point of a scenario: every agent serves ``version`` (no faults yet)."""
-        final = self.wait(self.deploy(name, version, self.agents), timeout)
+    def install_everywhere(self, name: str, version: int, timeout: float = 120.0) -> int:
+        """The starting point of a scenario: every agent serves ``version`` (no faults yet). Returns the deployment."""
+        deployment = self.deploy(name, version, self.agents)
+        final = self.wait(deployment, timeout)
         states = {target["device_id"]: target["state"] for target in final["targets"]}
         assert set(states.values()) == {"succeeded"}, states
+        return deployment
 
     # -- teardown ------------------------------------------------------------------
 
     def stop(self) -> None:
+        in_parallel(FleetAgent.stop, self.agents)
         for agent in self.agents:
-            agent.stop()
             agent.close_proxies()
         if self._client is not None:
             self._client.close()

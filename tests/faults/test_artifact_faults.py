@@ -49,7 +49,7 @@ def artifact_heads(fleet_agent) -> list[str]:
 def test_artifact_errors_truncation_stalls_and_wrong_bytes(fleet, fault_summary) -> None:
     started = time.monotonic()
     fleet: FaultFleet = fleet()
-    agents = {kind: fleet.add_agent(artifact_proxy=True, seed=index) for index, kind in enumerate(PLANS)}
+    agents = dict(zip(PLANS, fleet.add_agents(len(PLANS), artifact_proxy=True), strict=True))
     old = fleet.publish(NAME, "old")
     fleet.install_everywhere(NAME, old)
     new = fleet.publish(NAME, "new")
@@ -75,7 +75,7 @@ def test_artifact_errors_truncation_stalls_and_wrong_bytes(fleet, fault_summary)
     agents["wrong_bytes"].artifact_proxy.set_http_plan(None)  # the artifact server is healthy again
     again = fleet.wait(fleet.deploy(NAME, new, [agents["wrong_bytes"]]))
     assert states_of(again) == {"succeeded": 1}
-    counts = check_fleet(fleet, NAME, old, new, again)
+    counts = check_fleet(fleet, NAME, old, new, again, cli=True)
     assert counts["new"] == len(fleet.agents)
 
     fault_summary(ScenarioRecord(

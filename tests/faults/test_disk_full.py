@@ -89,7 +89,7 @@ def test_disk_full_during_download_and_installation(fleet, fault_summary, tmp_pa
         retried = [agents["download_full"], agents["install_full"]]
         again = fleet.wait(fleet.deploy(NAME, new, retried), timeout=120)
         assert states_of(again) == {"succeeded": 2}
-        counts = check_fleet(fleet, NAME, old, new, again)
+        counts = check_fleet(fleet, NAME, old, new, again, cli=True)
         assert counts["new"] == len(fleet.agents)
         mechanism = disks["download_full"].mechanism
     finally:

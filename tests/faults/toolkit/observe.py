@@ -15,14 +15,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agent.status import status_report
 from fleet_server.localfleet import BIN_DIR, LocalAgent
 from tests.faults.toolkit import FaultToolkitError
 
 IN_FLIGHT = ("notified", "downloading", "verifying", "installing", "health_check")
 
 
-def agent_status(data_dir: Path, timeout: float = 30.0) -> dict[str, Any]:
-    """``edgefleet-agent status`` for a data directory (works whether the agent runs or not)."""
+def agent_status(data_dir: Path, cli: bool = True, timeout: float = 30.0) -> dict[str, Any]:
+    """``edgefleet-agent status`` for a data directory (works whether the agent runs or not).
+
+    ``cli=False`` reads the same report in this process (``agent.status``), without the cost of
+    starting the command, for checks repeated within a scenario.
+    """
+    if not cli:
+        return status_report(Path(data_dir))
     result = subprocess.run([str(BIN_DIR / "edgefleet-agent"), "--data-dir", str(data_dir), "status"],
                             capture_output=True, text=True, timeout=timeout)
     if result.returncode != 0:
@@ -69,8 +76,8 @@ def answered_version(agent: LocalAgent, model: str, rows: list[list[float]]) -> 
     return int(answer["model_version"])
 
 
-def serving(agent: LocalAgent, model: str, rows: list[list[float]]) -> Serving:
-    status = agent_status(agent.data_dir)
+def serving(agent: LocalAgent, model: str, rows: list[list[float]], cli: bool = True) -> Serving:
+    status = agent_status(agent.data_dir, cli)
     current = status.get("current")
     return Serving(agent.device_id, answered_version(agent, model, rows),
                    int(current["version"]) if current and current.get("name") == model else None,
