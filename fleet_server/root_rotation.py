@@ -96,7 +96,8 @@ def rotate_root(directory: Path, plan: RotationPlan, now: datetime | None = None
         if new_key is not None:
             public[key_id(new_key)] = public_key_hex(new_key)
     for keyid in (*release_ids, *rollout_ids):
-        public.setdefault(keyid, root.keys[keyid])
+        if keyid not in public:
+            public[keyid] = root.keys[keyid]
     candidate = Root(
         version=root.version + 1,
         expires=now + timedelta(days=plan.expires_days),

@@ -19,11 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
 from agent.protocol import Action, Directive, ReleaseRef, TopicKind, device_topic
 from agent.protocol.envelope import Envelope, sign_envelope
 from agent.protocol.keys import Ed25519PrivateKey, generate_private_key
 from agent.protocol.messages import DirectiveMessage, StatusMessage
+from fleet_server.cli import app
 from fleet_server.client import FleetClient, FleetClientError
 from fleet_server.keyring import Keyring, load_keyring
 from fleet_server.localfleet import LocalAgent
@@ -32,7 +34,7 @@ from fleet_server.services.artifact_store import ArtifactStore
 from fleet_server.services.offline_release import sign_request
 from tests.faults.toolkit.proxy import FaultProxy
 from tests.integration.conftest import MODELS, publish_release, target_state, unique_model
-from tests.integration.secure_fleet import OBSERVER, SecureFleet, TlsClient, now, start_secure_fleet
+from tests.integration.security.secure_fleet import OBSERVER, SecureFleet, TlsClient, now
 
 pytestmark = pytest.mark.slow
 
@@ -92,13 +94,6 @@ def resigned(release: dict[str, Any], key: Ed25519PrivateKey, **changes: Any) ->
         else:
             signed[field] = value
     return sign_envelope(signed, [key]).to_dict()
-
-
-@pytest.fixture(scope="module")
-def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureFleet]:
-    fleet = start_secure_fleet(tmp_path_factory.mktemp("secure-agent"))
-    yield fleet
-    fleet.stop()
 
 
 @pytest.fixture(scope="module")
@@ -202,9 +197,34 @@ def test_a_replayed_directive_is_ignored_even_when_retained(fleet: SecureFleet, 
     assert served_version(agent) == 2
 
 
+def test_a_rotated_root_reaches_the_agent_and_the_dropped_key_stops_working(fleet: SecureFleet,
+                                                                           installed: LocalAgent,
+                                                                           tmp_path: Path) -> None:
+    old_rollout = load_keyring(fleet.key_dir).rollout_key
+    runner = CliRunner()
+    rotated = runner.invoke(app, ["keys", "rotate-root", str(fleet.key_dir), "--rotate-rollout"])
+    assert rotated.exit_code == 0, rotated.output
+    reloaded = runner.invoke(app, ["keys", "reload", "--server", fleet.server.url, "--token",
+                                   fleet.server.admin_token, "--json"])
+    assert reloaded.exit_code == 0 and json.loads(reloaded.output)["new_root_versions"] == [2], reloaded.output
+    wire = Wire(fleet)
+    with fleet.admin() as admin:
+        version = publish_release(admin, unique_model(MODELS / "digits_mlp.onnx", tmp_path, "after-rotation"), NAME)
+        assert deploy(admin, version)["state"] == "succeeded"  # signed by the new rollout key
+        release = admin.release(NAME, version)["envelope"]
+        sequence = admin.device(DEVICE)["directive_sequence"]
+        assert "root.rotated" in {entry["action"] for entry in admin.audit_entries(limit=1000)}
+    assert json.loads((installed.data_dir / "root.json").read_text())["signed"]["version"] == 2
+    wire.send(directive(release, sequence + 1, old_rollout), release)
+    report = wire.final_report(sequence + 1)
+    assert report.state == "rejected" and report.reason.startswith("UnknownSignerError")
+    assert served_version(installed) == version
+
+
 def test_tampered_long_and_stalled_artifacts_install_nothing(fleet: SecureFleet, installed: LocalAgent,
                                                              proxy: FaultProxy, tmp_path: Path) -> None:
     agent = installed
+    serving = served_version(agent)
     keys = load_keyring(fleet.key_dir)
     wire = Wire(fleet)
     store = ArtifactStore(fleet.server.data_dir / "artifacts")
@@ -241,4 +261,5 @@ def test_tampered_long_and_stalled_artifacts_install_nothing(fleet: SecureFleet,
     finally:
         proxy.heal()
     assert stalled.state == "failed" and "no response within" in stalled.reason
-    assert served_version(agent) == 2
+    assert served_version(agent) == serving
+

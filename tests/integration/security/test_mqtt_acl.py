@@ -6,7 +6,6 @@ server, not on return codes (MQTT 3.1.1 acknowledges a denied publish anyway).
 
 import json
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 
 import httpx
@@ -16,18 +15,11 @@ from agent.protocol import TopicKind, device_topic
 from agent.protocol.messages import PresenceMessage, StatusMessage
 from fleet_server.pki import init_ca
 from fleet_server.processes import wait_until
-from tests.integration.secure_fleet import OBSERVER, SecureFleet, TlsFiles, now, start_secure_fleet
+from tests.integration.security.secure_fleet import OBSERVER, SecureFleet, TlsFiles, now
 
 pytestmark = pytest.mark.slow
 
 DEVICE_TOPICS = (TopicKind.STATUS, TopicKind.TELEMETRY, TopicKind.PRESENCE, TopicKind.DIRECTIVE)
-
-
-@pytest.fixture(scope="module")
-def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureFleet]:
-    fleet = start_secure_fleet(tmp_path_factory.mktemp("secure-mqtt"))
-    yield fleet
-    fleet.stop()
 
 
 @pytest.fixture(scope="module")
