@@ -1,8 +1,9 @@
 """``edgefleet demo``: watch a model travel from the server to three devices.
 
 Starts the server on embedded defaults, three agents as separate processes,
-trains a small digits classifier, uploads, signs and deploys it, waits until
-every device reports ``succeeded``, then asks each device's local KServe v2
+trains a small digits classifier, uploads and signs it, rolls it out in two
+phases (one device, then all of them) while printing each phase's progress
+and every state each device reports, then asks each device's local KServe v2
 endpoint for predictions and stops everything.
 """
 
@@ -19,12 +20,14 @@ from typing import Any
 
 import numpy as np
 
-from fleet_server.client import FINAL_DEVICE_STATES, FleetClient
+from fleet_server.client import FleetClient
 from fleet_server.errors import FleetServerError
 from fleet_server.localfleet import LocalAgent, LocalServer, free_port
 
 MODEL_NAME = "digits"
 DEVICE_TAG = "demo"
+PHASE_BAKE_S = 2.0
+ROLLOUT_FINAL_STATES = ("succeeded", "aborted", "rolled_back")
 
 
 class DemoError(FleetServerError):
@@ -113,12 +116,14 @@ def run_demo(devices: int = 3, workdir: Path | None = None, keep: bool = False,
         release = client.create_release(MODEL_NAME, version["version"])
         say(f"    release {MODEL_NAME} v{release['version']} sha256 {release['sha256'][:16]}...")
 
-        announce(f"deploying to every device tagged {DEVICE_TAG!r}")
-        deployment = client.deploy(MODEL_NAME, version["version"], tags=[DEVICE_TAG])
-        final = _follow_deployment(client, deployment["id"], say)
-        failed = [t for t in final["targets"] if t["state"] != "succeeded"]
-        if failed:
-            raise DemoError(f"devices did not succeed: {[(t['device_id'], t['state'], t['reason']) for t in failed]}")
+        announce(f"staged rollout to every device tagged {DEVICE_TAG!r}: phase 1 one device, phase 2 all of them "
+                 f"({PHASE_BAKE_S:g} s bake each)")
+        rollout = client.create_rollout({
+            "release": {"name": MODEL_NAME, "version": version["version"]}, "target": {"tags": [DEVICE_TAG]},
+            "phases": [{"count": 1, "bake_s": PHASE_BAKE_S}, {"share": 1.0, "bake_s": PHASE_BAKE_S}]})
+        final = _follow_rollout(client, rollout["id"], say)
+        if final["state"] != "succeeded":
+            raise DemoError(f"rollout {final['id']} ended {final['state']}: {final['reason']}")
 
         announce("asking each device for predictions on held-out digits")
         rows = x_test[:8]
@@ -133,22 +138,39 @@ def run_demo(devices: int = 3, workdir: Path | None = None, keep: bool = False,
     return 0
 
 
-def _follow_deployment(client: FleetClient, deployment_id: int, say: Callable[[str], None],
-                       timeout: float = 180.0) -> dict[str, Any]:
-    """Print every state change each device reports, in order, until all are final."""
-    printed: dict[str, int] = {}
+def _print_history(client: FleetClient, deployment_id: int, printed: dict[str, int],
+                   say: Callable[[str], None]) -> dict[str, Any]:
+    """Print the state changes devices reported for a deployment since the last call."""
+    deployment = client.deployment(deployment_id)
+    for target in deployment["targets"]:
+        history = target["history"]
+        for event in history[printed.get(target["device_id"], 0):]:
+            reason = f" ({event['reason']})" if event.get("reason") else ""
+            say(f"    {target['device_id']}: {event['state']}{reason}")
+        printed[target["device_id"]] = len(history)
+    return deployment
+
+
+def _follow_rollout(client: FleetClient, rollout_id: int, say: Callable[[str], None],
+                    timeout: float = 180.0) -> dict[str, Any]:
+    """Print each phase's progress and every state each device reports, until the rollout ends."""
+    phases: dict[int, str] = {}
+    printed: dict[int, dict[str, int]] = {}
     deadline = time.monotonic() + timeout
     while True:
-        deployment = client.deployment(deployment_id)
-        for target in deployment["targets"]:
-            history = target["history"]
-            for event in history[printed.get(target["device_id"], 0):]:
-                reason = f" ({event['reason']})" if event.get("reason") else ""
-                say(f"    {target['device_id']}: {event['state']}{reason}")
-            printed[target["device_id"]] = len(history)
-        if all(target["state"] in FINAL_DEVICE_STATES for target in deployment["targets"]):
-            return deployment
+        rollout = client.rollout(rollout_id)
+        for phase in rollout["phase_details"]:
+            if phases.get(phase["index"]) != phase["state"] and phase["state"] != "pending":
+                counts = ", ".join(f"{n} {s}" for s, n in sorted(phase["devices"].items()))
+                say(f"  phase {phase['index'] + 1}/{rollout['phases']} ({phase['size']} of "
+                    f"{rollout['phase_details'][-1]['size']} devices): {phase['state']} [{counts}]")
+                phases[phase["index"]] = phase["state"]
+        for deployment_id in sorted({d["deployment_id"] for d in rollout["device_details"] if d["deployment_id"]}):
+            _print_history(client, deployment_id, printed.setdefault(deployment_id, {}), say)
+        if rollout["state"] in ROLLOUT_FINAL_STATES:
+            say(f"  rollout {rollout_id}: {rollout['state']}" + (f" ({rollout['reason']})" if rollout["reason"]
+                                                                 else ""))
+            return rollout
         if time.monotonic() > deadline:
-            states = {target["device_id"]: target["state"] for target in deployment["targets"]}
-            raise DemoError(f"deployment {deployment_id} did not finish within {timeout:.0f}s: {states}")
+            raise DemoError(f"rollout {rollout_id} did not finish within {timeout:.0f}s: {rollout['devices']}")
         time.sleep(0.3)

@@ -143,6 +143,7 @@ class RolloutDevicePublic(BaseModel):
     variant: str | None
     attempts: int
     sequence: int | None  # the newest directive's sequence number
+    deployment_id: int | None  # the deployment that directive belongs to (its per-state history)
     agent_state: str | None  # what the device last reported for it
     reason: str | None
     notified_at: datetime | None

@@ -82,6 +82,7 @@ def rollout_public(session: Session, rollout_id: int) -> RolloutPublic:
         devices.append(RolloutDevicePublic(
             device_id=row.device_id, phase=row.phase, cohort=row.cohort, status=row.status, variant=row.variant,
             attempts=row.attempts, sequence=target.sequence if target else None,
+            deployment_id=target.deployment_id if target else None,
             agent_state=target.state if target else None, reason=row.reason, notified_at=row.notified_at,
             finished_at=row.finished_at))
     counts = dict(Counter(row.status for row in rows))

@@ -1,0 +1,295 @@
+"""Staged rollouts end to end: the real server (controller, MQTT bridge, telemetry
+ingest) on a real Mosquitto, and 20 simulated devices in two ``edgefleet-agent
+simulate`` processes, each with its own MQTT connection and data directory,
+running the real updater, slots, health check, shadow runner and telemetry,
+with request traffic through their inference API.
+
+The tests share one fleet and run in order: each starts from the model the
+previous one left (the baseline, then whatever succeeded).
+"""
+
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fleet_server.client import FleetClient
+from fleet_server.localfleet import LocalAgent, LocalServer
+from fleet_server.processes import wait_until
+from tests.integration.conftest import MODELS, failing_model, start_server
+from tests.integration.simulated_fleet import SimulatedFleet, erroring_classifier, linear_classifier
+
+pytestmark = pytest.mark.slow
+
+MODEL = "rollout-it"
+TAG = "rollout-it"
+SERVER_ENV = {"EDGEFLEET_ROLLOUT_TICK_S": "0.3", "EDGEFLEET_ROLLOUT_HEALTH_INTERVAL_S": "1",
+              "EDGEFLEET_ROLLOUT_LEASE_TTL_S": "5"}
+AGENT_ENV = {"EDGEFLEET_AGENT_TELEMETRY_WINDOW_S": "1", "EDGEFLEET_AGENT_HEARTBEAT_INTERVAL_S": "5",
+             "EDGEFLEET_AGENT_DOWNLOAD_RETRY_BASE_S": "0.2", "EDGEFLEET_AGENT_DOWNLOAD_RETRY_MAX_S": "1"}
+FINAL = ("succeeded", "aborted", "rolled_back")
+# Two shared cores make sub-millisecond p95 latencies jumpy: tests about other things gate on errors only.
+ERRORS_ONLY = {"max_latency_ratio": 1000}
+
+
+@dataclass
+class Fleet:
+    server: LocalServer
+    client: FleetClient
+    sims: SimulatedFleet
+    workdir: Path
+    models: int = 0
+    seeds: dict[int, int] = field(default_factory=dict)  # version -> seed of its weights
+
+    @property
+    def ids(self) -> list[str]:
+        return self.sims.device_ids
+
+    def release(self, path: Path) -> int:
+        version = self.client.upload_model(path, MODEL)["version"]
+        self.client.create_release(MODEL, version)
+        return version
+
+    def good_release(self) -> int:
+        self.models += 1
+        version = self.release(linear_classifier(self.workdir, f"good-{self.models}", seed=self.models))
+        self.seeds[version] = self.models
+        return version
+
+    def rollout(self, version: int, **body: Any) -> dict:
+        payload = {"release": {"name": MODEL, "version": version}, "target": {"tags": [TAG]},
+                   "criteria": ERRORS_ONLY, **body}
+        return self.client._request("POST", "/rollouts", json=payload)
+
+    def show(self, rollout_id: int) -> dict:
+        return self.client._request("GET", f"/rollouts/{rollout_id}")
+
+    def operate(self, rollout_id: int, operation: str) -> dict:
+        return self.client._request("POST", f"/rollouts/{rollout_id}/{operation}")
+
+    def wait(self, rollout_id: int, states: tuple[str, ...] = FINAL, timeout: float = 90.0) -> dict:
+        return wait_until(lambda: (r := self.show(rollout_id))["state"] in states and r, timeout,
+                          f"rollout {rollout_id} to reach {states}", interval=0.3)
+
+    def sequences(self) -> dict[str, int]:
+        return {device["device_id"]: device["directive_sequence"] for device in self.client.devices()}
+
+    def serving(self) -> dict[str, int | None]:
+        """The version each device reports serving (presence)."""
+        return {d["device_id"]: (d["current_model"] or {}).get("version") for d in self.client.devices()
+                if d["device_id"] in self.ids}
+
+
+@pytest.fixture(scope="module")
+def fleet(mosquitto, tmp_path_factory) -> Iterator[Fleet]:
+    workdir = tmp_path_factory.mktemp("rollouts")
+    server = start_server(workdir / "server", mosquitto.url, **SERVER_ENV)
+    sims = SimulatedFleet(server, workdir, "rsim", per_process=10, processes=2, tag=TAG,
+                          traffic=MODELS / "digits_sample.npy", env=AGENT_ENV)
+    try:
+        sims.start()
+        with FleetClient(server.url, server.admin_token) as client:
+            fleet = Fleet(server, client, sims, workdir)
+            baseline = fleet.good_release()
+            first = fleet.rollout(baseline, phases=[{"share": 1.0, "bake_s": 0}])
+            assert fleet.wait(first["id"])["state"] == "succeeded"
+            wait_until(lambda: set(fleet.serving().values()) == {baseline}, 30, "every device serving the baseline")
+            yield fleet
+    finally:
+        sims.stop()
+        server.stop()
+
+
+def test_phases_of_10_50_100_percent_complete_in_order(fleet: Fleet) -> None:
+    version = fleet.good_release()
+    before = fleet.sequences()
+    created = fleet.rollout(version, phases=[{"share": 0.1, "bake_s": 1}, {"share": 0.5, "bake_s": 1},
+                                             {"share": 1.0, "bake_s": 0}])
+    assert [phase["size"] for phase in created["phase_details"]] == [2, 10, 20]
+
+    final = fleet.wait(created["id"])
+
+    assert final["state"] == "succeeded" and final["devices"] == {"succeeded": 20}
+    phases = final["phase_details"]
+    assert all(phase["state"] == "completed" for phase in phases)
+    for earlier, later in zip(phases, phases[1:], strict=False):
+        assert earlier["completed_at"] <= later["started_at"]
+        assert earlier["bake_started_at"] <= earlier["completed_at"]
+    for device in final["device_details"]:  # nobody was notified before its phase started
+        assert device["notified_at"] >= phases[device["phase"]]["started_at"]
+        assert device["attempts"] == 1
+    after = fleet.sequences()
+    assert all(after[device_id] == before[device_id] + 1 for device_id in fleet.ids)
+    wait_until(lambda: set(fleet.serving().values()) == {version}, 30, "every device serving the new version")
+
+
+def test_a_release_failing_its_health_check_aborts_in_phase_one(fleet: Fleet) -> None:
+    serving = set(fleet.serving().values())
+    version = fleet.release(failing_model(fleet.workdir))
+    before = fleet.sequences()
+    created = fleet.rollout(version, phases=[{"share": 0.1, "bake_s": 0}, {"share": 1.0, "bake_s": 0}])
+
+    final = fleet.wait(created["id"])
+
+    assert final["state"] == "aborted", final["reason"]
+    assert "install failure rate" in final["reason"] and "HealthCheckError" in final["reason"]
+    assert final["phase_details"][1]["started_at"] is None and final["current_phase"] == 0
+    assert final["devices"] == {"failed": 2, "skipped": 18}
+    after = fleet.sequences()
+    assert sum(after[d] - before[d] for d in fleet.ids) == 2  # phase 2 never got a directive
+    assert set(fleet.serving().values()) == serving  # the two devices restored their model by themselves
+
+
+def test_a_release_raising_the_error_rate_is_aborted_and_rolled_back(fleet: Fleet) -> None:
+    serving = set(fleet.serving().values())
+    version = fleet.release(erroring_classifier(fleet.workdir))
+    created = fleet.rollout(version, phases=[{"share": 0.1, "bake_s": 60}, {"share": 1.0, "bake_s": 0}],
+                            criteria={**ERRORS_ONLY, "min_requests": 5, "max_error_rate_increase": 0.05},
+                            baseline_s=600)
+
+    final = fleet.wait(created["id"], timeout=90)
+
+    assert final["state"] == "rolled_back", final["reason"]
+    assert "health regression" in final["reason"] and "error rate" in final["reason"]
+    took = [d for d in final["device_details"] if d["status"] == "rolled_back"]
+    assert len(took) == 2 and final["phase_details"][1]["started_at"] is None
+    assert all(d["agent_state"] == "rolled_back" for d in took)
+    wait_until(lambda: set(fleet.serving().values()) == serving, 30, "the fleet back on its previous model")
+
+
+def test_pause_holds_and_resume_continues(fleet: Fleet) -> None:
+    version = fleet.good_release()
+    created = fleet.rollout(version, phases=[{"count": 2, "bake_s": 2}, {"share": 1.0, "bake_s": 0}])
+    wait_until(lambda: fleet.show(created["id"])["phase_details"][0]["state"] == "baking", 60, "phase 1 baking")
+    paused = fleet.operate(created["id"], "pause")
+    assert paused["state"] == "paused"
+
+    time.sleep(4)  # longer than the bake: a running rollout would have started phase 2
+
+    held = fleet.show(created["id"])
+    assert held["state"] == "paused" and held["current_phase"] == 0
+    assert held["devices"] == {"succeeded": 2, "pending": 18}
+    assert fleet.operate(created["id"], "resume")["state"] == "running"
+    final = fleet.wait(created["id"])
+    assert final["state"] == "succeeded" and final["devices"] == {"succeeded": 20}
+
+
+def test_a_server_killed_mid_rollout_finishes_it_and_gets_what_devices_reported_meanwhile(fleet: Fleet) -> None:
+    previous = set(fleet.serving().values())
+    version = fleet.good_release()
+    before = fleet.sequences()
+    created = fleet.rollout(version, phases=[{"share": 0.5, "bake_s": 1}, {"share": 1.0, "bake_s": 0}],
+                            device_timeout_s=300)
+    wait_until(lambda: (r := fleet.show(created["id"]))["current_phase"] == 1 and r["devices"].get("notified"),
+               60, "phase 2 under way")
+
+    fleet.server.process.kill()  # SIGKILL in the middle of phase 2
+    time.sleep(1)
+    fleet.server.start()
+
+    final = fleet.wait(created["id"])
+    assert final["state"] == "succeeded" and final["devices"] == {"succeeded": 20}
+    assert all(device["attempts"] == 1 for device in final["device_details"])
+    after = fleet.sequences()
+    assert all(after[d] == before[d] + 1 for d in fleet.ids), "a device got a second directive"
+    assert all(fleet.sims.agent_state(d)["last_accepted_sequence"] == after[d] for d in fleet.ids)
+
+    # Status reports sent while the server is down reach it after its restart (its persistent MQTT session):
+    # half the fleet is offline when the rollback goes out, and rolls back (no server needed) while it is down.
+    away = fleet.sims.processes[1]
+    away_ids = fleet.ids[10:]
+    away.stop()
+    assert fleet.operate(created["id"], "rollback")["state"] == "rolling_back"
+    wait_until(lambda: sum(d["status"] == "rolled_back" for d in fleet.show(created["id"])["device_details"]) == 10,
+               60, "the online half to roll back")
+    fleet.server.process.kill()
+    away.start()
+    wait_until(lambda: all(fleet.sims.agent_state(d)["state"] == "rolled_back" for d in away_ids), 60,
+               "the other half to roll back while the server is down")
+    fleet.server.start()
+
+    final = fleet.wait(created["id"], timeout=60)
+    assert final["state"] == "rolled_back" and final["devices"] == {"rolled_back": 20}
+    rolled = fleet.sequences()
+    assert all(rolled[d] == after[d] + 1 for d in fleet.ids), "a rollback directive was sent twice"
+    wait_until(lambda: set(fleet.serving().values()) == previous, 30, "the fleet back on its previous model")
+
+
+def test_offline_devices_are_pending_then_time_out_and_incompatible_ones_are_reported(fleet: Fleet) -> None:
+    offline = LocalAgent("rollout-offline-1", fleet.workdir / "offline")
+    offline.enroll(fleet.server.url, fleet.server.bootstrap_token)  # enrolled, never started
+    lite = LocalAgent("rollout-lite-1", fleet.workdir / "lite", extra_env={"EDGEFLEET_AGENT_RUNTIMES": "tflite"})
+    lite.enroll(fleet.server.url, fleet.server.bootstrap_token)
+    online = fleet.ids[:2]
+    version = fleet.good_release()
+    created = fleet.rollout(version, target={"device_ids": [offline.device_id, lite.device_id, *online]},
+                            phases=[{"share": 1.0, "bake_s": 0, "success_threshold": 0.6}], device_timeout_s=3,
+                            max_retries=1, retry_backoff_s=1)
+    statuses = {d["device_id"]: d["status"] for d in created["device_details"]}
+    assert statuses[lite.device_id] == "incompatible"
+
+    seen: list[str] = []
+
+    def settled() -> dict | None:
+        rollout = fleet.show(created["id"])
+        status = next(d["status"] for d in rollout["device_details"] if d["device_id"] == offline.device_id)
+        if not seen or seen[-1] != status:
+            seen.append(status)
+        return rollout if rollout["state"] in FINAL else None
+
+    final = wait_until(settled, 60, "the rollout to finish", interval=0.2)
+    assert final["state"] == "succeeded"
+    assert seen[0] in ("pending", "notified") and "notified" in seen and seen[-1] == "timed_out"
+    details = {d["device_id"]: d for d in final["device_details"]}
+    assert details[offline.device_id]["attempts"] == 2 and "no answer" in details[offline.device_id]["reason"]
+    assert details[lite.device_id]["status"] == "incompatible" and "no variant" in details[lite.device_id]["reason"]
+    devices = fleet.sequences()
+    assert devices[lite.device_id] == 0 and devices[offline.device_id] == 2
+
+
+def test_shadow_candidate_agreement_is_reported_then_dropped(fleet: Fleet) -> None:
+    serving = fleet.serving()
+    four = fleet.ids[10:14]  # untouched by the previous test: all serve one version
+    (current,) = {serving[device_id] for device_id in four}
+    assert current is not None
+    same_weights = linear_classifier(fleet.workdir, "shadow-candidate", seed=fleet.seeds[current])
+    candidate = fleet.release(same_weights)
+    created = fleet.rollout(candidate, action="shadow", target={"device_ids": four},
+                            phases=[{"share": 1.0, "bake_s": 0}])
+    assert fleet.wait(created["id"])["state"] == "succeeded"
+
+    shadow = wait_until(lambda: (s := fleet.client._request("GET", f"/rollouts/{created['id']}/shadow"))
+                        ["devices_reporting"] == 4 and s, 60, "shadow reports from the four devices")
+    assert shadow["compared"] > 0 and shadow["agreement"] == pytest.approx(1.0)
+    assert shadow["serving_p50_ms"] > 0 and shadow["candidate_p50_ms"] > 0
+    assert fleet.serving() == serving  # the candidate never answered
+
+    dropped = fleet.client._request("POST", f"/rollouts/{created['id']}/drop")
+    assert dropped["state"] == "rolling_back"
+    assert fleet.wait(created["id"])["state"] == "rolled_back"
+    for device_id in four:
+        assert not (fleet.workdir / "devices" / device_id / "slots" / "shadow").exists()
+    assert fleet.serving() == serving
+
+
+def test_the_cli_creates_and_watches_a_rollout(fleet: Fleet) -> None:
+    import subprocess
+
+    from fleet_server.localfleet import BIN_DIR
+
+    version = fleet.good_release()
+    env = {**os.environ, "EDGEFLEET_SERVER": fleet.server.url, "EDGEFLEET_TOKEN": fleet.server.admin_token}
+    created = subprocess.run([str(BIN_DIR / "edgefleet"), "rollout", "create", f"{MODEL}@{version}", "--target",
+                              f"tag:{TAG}", "--phases", "50%,100%", "--bake", "0", "--max-latency-ratio", "1000",
+                              "--json"],
+                             capture_output=True, text=True, env=env, timeout=60)
+    assert created.returncode == 0, created.stderr
+    rollout_id = int(__import__("json").loads(created.stdout)["id"])
+    watched = subprocess.run([str(BIN_DIR / "edgefleet"), "rollout", "watch", str(rollout_id), "--interval", "0.5"],
+                             capture_output=True, text=True, env=env, timeout=120)
+    assert watched.returncode == 0, watched.stderr
+    assert "succeeded" in watched.stdout and "phase 2" in watched.stdout
