@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +23,7 @@ import onnx
 
 from fleet_server.client import FleetClient
 from fleet_server.localfleet import LocalAgent, LocalServer
+from tests.faults.toolkit.netns import NamespaceLink
 from tests.faults.toolkit.proxy import FaultProxy
 from tests.faults.toolkit.summary import ScenarioRecord
 from tests.helpers.mosquitto import MosquittoBroker
@@ -58,13 +59,28 @@ def padded_model(directory: Path, marker: str, size: int = RELEASE_BYTES) -> Pat
 
 @dataclass
 class FleetAgent(LocalAgent):
-    artifact_proxy: FaultProxy | None = None
+    artifact_proxy: FaultProxy | None = None  # HTTP to the server (artifacts; everything, in a namespace)
     mqtt_proxy: FaultProxy | None = None
+    link: NamespaceLink | None = None  # the device's own network namespace, if it has one
+
+    def _argv(self, *args: str) -> list[str]:
+        argv = super()._argv(*args)
+        return self.link.wrap(argv) if self.link is not None and args[:1] == ("run",) else argv
+
+    @property
+    def inference_url(self) -> str:
+        host = self.link.device_ip if self.link is not None else "127.0.0.1"
+        return f"http://{host}:{self.inference_port}"
+
+    @property
+    def proxies(self) -> list[FaultProxy]:
+        return [proxy for proxy in (self.artifact_proxy, self.mqtt_proxy) if proxy is not None]
 
     def close_proxies(self) -> None:
-        for proxy in (self.artifact_proxy, self.mqtt_proxy):
-            if proxy is not None:
-                proxy.close()
+        for proxy in self.proxies:
+            proxy.close()
+        if self.link is not None:
+            self.link.close()
 
 
 @dataclass
@@ -75,6 +91,7 @@ class FaultFleet:
     server: LocalServer | None = None
     agents: list[FleetAgent] = field(default_factory=list)
     _client: FleetClient | None = None
+    _links: Iterator[int] = field(default_factory=itertools.count)
 
     # -- server ------------------------------------------------------------------
 
@@ -115,20 +132,32 @@ class FaultFleet:
         self.restart_agent(agent)
 
     def add_agent(self, *, env: dict[str, str] | None = None, data_dir: Path | None = None,
-                  artifact_proxy: bool = False, mqtt_proxy: bool = False, start: bool = True,
-                  seed: int = 0, enroll: bool = True) -> FleetAgent:
+                  artifact_proxy: bool = False, mqtt_proxy: bool = False, namespace: bool = False,
+                  start: bool = True, seed: int = 0, enroll: bool = True) -> FleetAgent:
+        """One agent; ``namespace``: in a network namespace of its own, reaching the server and the
+        broker only through relays on its veth link (which are its ``artifact_proxy``/``mqtt_proxy``)."""
         assert self.server is not None
         device_id = f"fault-{next(_numbers)}"
         agent_env = dict(FAST_RETRIES)
-        proxies: dict[str, FaultProxy] = {}
+        extras: dict[str, Any] = {}
+        listen = "127.0.0.1"
+        if namespace:
+            extras["link"] = link = NamespaceLink(next(self._links)).create()
+            listen = link.host_ip
+            artifact_proxy = mqtt_proxy = True
+            agent_env["EDGEFLEET_AGENT_INFERENCE_HOST"] = link.device_ip
         if artifact_proxy:
-            proxies["artifact_proxy"] = FaultProxy(self.server.port, http=True, seed=seed, name=f"{device_id}-http")
-            agent_env["EDGEFLEET_AGENT_ARTIFACT_BASE_URL"] = proxies["artifact_proxy"].url
+            extras["artifact_proxy"] = http = FaultProxy(self.server.port, listen_host=listen, http=True, seed=seed,
+                                                         name=f"{device_id}-http")
+            agent_env["EDGEFLEET_AGENT_ARTIFACT_BASE_URL"] = http.url
+            if namespace:
+                agent_env["EDGEFLEET_AGENT_SERVER_URL"] = http.url
         if mqtt_proxy:
-            proxies["mqtt_proxy"] = FaultProxy(self.broker.port, seed=seed, name=f"{device_id}-mqtt")
-            agent_env["EDGEFLEET_AGENT_MQTT_URL"] = proxies["mqtt_proxy"].mqtt_url
+            extras["mqtt_proxy"] = mqtt = FaultProxy(self.broker.port, listen_host=listen, seed=seed,
+                                                     name=f"{device_id}-mqtt")
+            agent_env["EDGEFLEET_AGENT_MQTT_URL"] = mqtt.mqtt_url
         agent_env.update(env or {})
-        agent = FleetAgent(device_id, data_dir or self.root / device_id, extra_env=agent_env, **proxies)
+        agent = FleetAgent(device_id, data_dir or self.root / device_id, extra_env=agent_env, **extras)
         self.agents.append(agent)
         if enroll:
             self._enroll(agent)
