@@ -32,6 +32,7 @@ from fleet_server.models.deployment import (
     ReleaseRefPublic,
 )
 from fleet_server.models.device import Device
+from fleet_server.models.pki import DeviceRevocation
 from fleet_server.models.release import ReleaseRecord
 from fleet_server.services import devices, releases
 from fleet_server.services.audit import SYSTEM_ACTOR, record_audit
@@ -59,7 +60,8 @@ def create_deployment(
     unknown = [device_id for device_id in request.device_ids if device_id not in known]
     if unknown:
         raise DeviceNotFoundError(f"unknown device ids: {unknown[:10]}")
-    target_ids = sorted(known | devices.device_ids_with_tags(session, request.tags))
+    revoked = set(session.exec(select(DeviceRevocation.device_id)).all())
+    target_ids = sorted((known | devices.device_ids_with_tags(session, request.tags)) - revoked)
     if not target_ids:
         raise NoTargetsError("the deployment selects no device: give device_ids or tags that match enrolled devices")
 

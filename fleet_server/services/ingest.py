@@ -18,6 +18,7 @@ from fleet_server.core.db import begin_write
 from fleet_server.core.types import from_unix, utcnow
 from fleet_server.models.deployment import DeploymentEvent, DeploymentTarget
 from fleet_server.models.device import Device
+from fleet_server.models.pki import DeviceRevocation
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ class IngestOutcome(enum.StrEnum):
 def record_status(session: Session, message: StatusMessage) -> IngestOutcome:
     begin_write(session)
     device = session.get(Device, message.device_id)
-    if device is None:
+    if device is None or session.get(DeviceRevocation, message.device_id) is not None:  # unknown or revoked
         session.rollback()
         return IngestOutcome.UNKNOWN_DEVICE
     reported_at = from_unix(message.timestamp)
@@ -81,7 +82,7 @@ def record_status(session: Session, message: StatusMessage) -> IngestOutcome:
 def record_presence(session: Session, message: PresenceMessage) -> IngestOutcome:
     begin_write(session)
     device = session.get(Device, message.device_id)
-    if device is None:
+    if device is None or session.get(DeviceRevocation, message.device_id) is not None:  # unknown or revoked
         session.rollback()
         return IngestOutcome.UNKNOWN_DEVICE
     if not message.online:

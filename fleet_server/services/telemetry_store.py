@@ -21,6 +21,7 @@ from fleet_server.core.db import write_session
 from fleet_server.core.types import from_unix, utcnow
 from fleet_server.drift.profiles import record_from_store
 from fleet_server.models.device import Device
+from fleet_server.models.pki import DeviceRevocation
 from fleet_server.models.telemetry import ReferenceProfileRecord, TelemetryWindowRecord
 from fleet_server.services.artifact_store import ArtifactStore
 
@@ -92,7 +93,9 @@ class TelemetryStore:
         with write_session(self.engine) as session:
             connection = session.connection()
             known = set(connection.execute(
-                select(Device.device_id).where(Device.device_id.in_(device_ids))  # type: ignore[attr-defined]
+                select(Device.device_id).where(Device.device_id.in_(device_ids),  # type: ignore[attr-defined]
+                                               Device.device_id.not_in(  # type: ignore[attr-defined]
+                                                   select(DeviceRevocation.device_id)))  # revoked: dropped
             ).scalars())
             accepted = [window for window in windows if window.device_id in known]
             self._ensure_profiles(connection, accepted)
