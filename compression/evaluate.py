@@ -60,15 +60,12 @@ def find_target(outputs: dict[str, np.ndarray]) -> Target:
 class Measurement:
     size_bytes: int
     wire_bytes: int | None
-    latency_ms_p50: float
-    latency_ms_p95: float
     ram_mb: float
     outputs: dict[str, np.ndarray]
 
 
-def measure(path: Path, runtime: Runtime, specs: tuple[TensorSpec, ...], data: DataSet, latency_runs: int,
-            warmup: int) -> Measurement:
-    """Load ``path``, run ``data`` through it and time single-row inference."""
+def measure(path: Path, runtime: Runtime, specs: tuple[TensorSpec, ...], data: DataSet) -> Measurement:
+    """Load ``path`` and run every row of ``data`` through it (latency is timed separately, interleaved)."""
     before = _rss_bytes()
     model = load_checked(path, runtime)
     try:
@@ -77,15 +74,29 @@ def measure(path: Path, runtime: Runtime, specs: tuple[TensorSpec, ...], data: D
         raise UnsupportedModelError(f"{path.name} loads but does not run: {short_message(exc)}") from None
     ram_mb = max(_rss_bytes() - before, path.stat().st_size) / (1 << 20)
     outputs = run_all(model, specs, data)
-    timings = []
-    for run in range(warmup + latency_runs):
+    return Measurement(path.stat().st_size, wire_size(path), round(ram_mb, 3), outputs)
+
+
+def interleaved_latency(models: dict[str, tuple[Path, Runtime]], data: DataSet, runs: int,
+                        warmup: int) -> dict[str, tuple[float, float]]:
+    """Single-row latency p50/p95 (ms) per model, the models taking turns row by row.
+
+    Timing each model in its own block lets machine noise (other processes, frequency changes) land on
+    one model and skew the ratios; round robin spreads it over all of them.
+    """
+    loaded = {key: load_checked(path, runtime) for key, (path, runtime) in models.items()}
+    timings: dict[str, list[float]] = {key: [] for key in loaded}
+    keys = list(loaded)
+    for run in range(warmup + runs):
         row = data.row(run % data.rows)
-        start = time.perf_counter_ns()
-        model.predict(row)
-        if run >= warmup:
-            timings.append((time.perf_counter_ns() - start) / 1e6)
-    return Measurement(path.stat().st_size, wire_size(path), float(np.percentile(timings, 50)),
-                       float(np.percentile(timings, 95)), round(ram_mb, 1), outputs)
+        shift = run % len(keys)  # rotate who goes first: no model always runs on a cache another one evicted
+        for key in keys[shift:] + keys[:shift]:
+            start = time.perf_counter_ns()
+            loaded[key].predict(row)
+            if run >= warmup:
+                timings[key].append((time.perf_counter_ns() - start) / 1e6)
+    return {key: (float(np.percentile(values, 50)), float(np.percentile(values, 95)))
+            for key, values in timings.items()}
 
 
 def run_all(model: LoadedModel, specs: tuple[TensorSpec, ...], data: DataSet) -> dict[str, np.ndarray]:

@@ -147,10 +147,15 @@ def _has_non_vector_bias(path: Path) -> bool:
 
 
 def _require_quantized(path: Path, op_types: tuple[str, ...], what: str) -> None:
+    """Check something was quantized; drop the shape annotations pre-processing added (bytes, no function)."""
     import onnx
 
-    if not any(node.op_type in op_types for node in onnx.load(str(path)).graph.node):
+    model = onnx.load(str(path))
+    if not any(node.op_type in op_types for node in model.graph.node):
         raise VariantBuildError(f"{what} quantization found no operator to quantize in this model")
+    if len(model.graph.value_info):
+        del model.graph.value_info[:]
+        onnx.save(model, str(path))
 
 
 class _CalibrationReader:

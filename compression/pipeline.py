@@ -32,6 +32,7 @@ from compression.evaluate import (
     Target,
     accuracy,
     find_target,
+    interleaved_latency,
     measure,
     output_fidelity,
     relative_error,
@@ -94,8 +95,7 @@ def compress_model(model: Path, calibration: Path, workdir: Path, *, validation:
     steps = 2 + 2 * len(specs)
 
     report_progress("measuring the original", 1 / steps)
-    original = measure(source.path, source.runtime, source.inputs, evaluation, settings.latency_runs,
-                       settings.latency_warmup)
+    original = measure(source.path, source.runtime, source.inputs, evaluation)
     target = find_target(original.outputs)
     original_accuracy = accuracy(target, original.outputs, evaluation.labels)
     if validation_data is not None and validation_data.labels is not None and original_accuracy is None \
@@ -113,8 +113,15 @@ def compress_model(model: Path, calibration: Path, workdir: Path, *, validation:
         logger.info("compression event=variant_done variant=%s gate=%s reasons=%s", spec.name, result.gate,
                     "; ".join(result.reasons) or "-")
 
-    report = _report(source, ctx, evaluation, validation_data is not None, original, original_accuracy, target,
-                     results, profile, base, time.monotonic() - started)
+    ctx.check_cancelled()
+    report_progress("timing latency", (steps - 0.5) / steps)
+    original_p50 = _time(ctx, source, evaluation, results)
+    for result in results:
+        if not result.passed and result.path is not None:
+            result.path.unlink(missing_ok=True)
+            result.path = None
+    report = _report(source, ctx, evaluation, validation_data is not None, original, original_p50,
+                     original_accuracy, results, profile, base, time.monotonic() - started)
     atomic_write_bytes(workdir / PROFILE_FILE, profile.to_bytes())
     atomic_write_json(workdir / REPORT_FILE, report)
     report_progress("done", 1.0)
@@ -146,8 +153,7 @@ def _variant(ctx: BuildContext, spec: VariantSpec, base: Compatibility, evaluati
         result.build_seconds = time.monotonic() - started
         ctx.check_cancelled()
         evaluating(f"evaluating {spec.name}")
-        measured = measure(path, spec.runtime, ctx.source.inputs, evaluation, ctx.settings.latency_runs,
-                           ctx.settings.latency_warmup)
+        measured = measure(path, spec.runtime, ctx.source.inputs, evaluation)
         _fill(result, measured, ctx, original, target, evaluation, original_accuracy)
     except CompressionCancelledError:
         raise
@@ -159,11 +165,23 @@ def _variant(ctx: BuildContext, spec: VariantSpec, base: Compatibility, evaluati
     if base.arch and not arch:
         result.reasons.append(f"none of the declared architectures {list(base.arch)} can use it")
     result.gate = PASSED if not result.reasons else "rejected"
-    if result.passed:
-        result.path = path
+    if result.size_bytes is not None:
+        result.path = path  # measured: timed with the others, then removed if rejected
     else:
         path.unlink(missing_ok=True)
     return result
+
+
+def _time(ctx: BuildContext, source: SourceModel, evaluation: DataSet,
+          results: list[VariantResult]) -> tuple[float, float]:
+    """Latency of the original and every measured variant, interleaved; returns the original's p50/p95."""
+    models = {"": (source.path, source.runtime)}
+    models.update({result.name: (result.path, result.runtime) for result in results if result.path is not None})
+    latencies = interleaved_latency(models, evaluation, ctx.settings.latency_runs, ctx.settings.latency_warmup)
+    for result in results:
+        if result.name in latencies:
+            result.latency_ms_p50, result.latency_ms_p95 = latencies[result.name]
+    return latencies[""]
 
 
 def _arch(host: HostInfo, spec: VariantSpec, base: Compatibility) -> tuple[tuple[str, ...], str]:
@@ -180,7 +198,6 @@ def _arch(host: HostInfo, spec: VariantSpec, base: Compatibility) -> tuple[tuple
 def _fill(result: VariantResult, measured: Measurement, ctx: BuildContext, original: Measurement, target: Target,
           evaluation: DataSet, original_accuracy: float | None) -> None:
     result.size_bytes, result.wire_bytes = measured.size_bytes, measured.wire_bytes
-    result.latency_ms_p50, result.latency_ms_p95 = measured.latency_ms_p50, measured.latency_ms_p95
     result.ram_mb = measured.ram_mb
     result.exceeds_ram_budget = measured.ram_mb > ctx.settings.ram_budget_mb
     result.outputs = [output_fidelity(name, original.outputs[name], measured.outputs[name])
@@ -199,8 +216,9 @@ def _fill(result: VariantResult, measured: Measurement, ctx: BuildContext, origi
 
 
 def _report(source: SourceModel, ctx: BuildContext, evaluation: DataSet, validated: bool, original: Measurement,
-            original_accuracy: float | None, target: Target, results: list[VariantResult],
+            original_latency: tuple[float, float], original_accuracy: float | None, results: list[VariantResult],
             profile: ReferenceProfile, base: Compatibility, seconds: float) -> dict[str, Any]:
+    target = find_target(original.outputs)
     return {
         "schema": REPORT_SCHEMA,
         "model": {
@@ -223,14 +241,14 @@ def _report(source: SourceModel, ctx: BuildContext, evaluation: DataSet, validat
         "original": {
             "size_bytes": original.size_bytes,
             "wire_bytes": original.wire_bytes,
-            "latency_ms_p50": finite(original.latency_ms_p50, 4),
-            "latency_ms_p95": finite(original.latency_ms_p95, 4),
+            "latency_ms_p50": finite(original_latency[0], 4),
+            "latency_ms_p95": finite(original_latency[1], 4),
             "ram_mb": original.ram_mb,
             "exceeds_ram_budget": original.ram_mb > ctx.settings.ram_budget_mb,
             "accuracy": finite(original_accuracy),
             "compatibility": base.to_dict(),
         },
-        "variants": [result.to_dict(original.size_bytes, original.wire_bytes, original.latency_ms_p50)
+        "variants": [result.to_dict(original.size_bytes, original.wire_bytes, original_latency[0])
                      for result in results],
         "release_order": [result.name for result in release_order(results)],
         "reference_profile_sha256": profile.sha256(),

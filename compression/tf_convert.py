@@ -4,6 +4,8 @@ that file with ai-edge-quantizer (LiteRT deprecates quantizing inside the
 converter), so the TensorFlow and the TFLite-only paths share it.
 """
 
+import contextlib
+import io
 import logging
 import os
 from pathlib import Path
@@ -38,7 +40,8 @@ def convert_to_tflite(source: Path, destination: Path) -> Path:
         raise InvalidModelError(f"TensorFlow cannot load {source.name}: {short_message(exc)}") from None
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]  # no Flex ops: devices lack them
     try:
-        flatbuffer = converter.convert()
+        with contextlib.redirect_stdout(io.StringIO()):  # Keras prints its export summary
+            flatbuffer = converter.convert()
     except Exception as exc:  # ConverterError for ops without a TFLite builtin
         raise UnsupportedModelError(f"{source.name} does not convert to TFLite builtins: "
                                     f"{short_message(exc)}") from None

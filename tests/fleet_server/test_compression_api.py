@@ -117,3 +117,19 @@ def test_bad_requests_are_refused_up_front(api: Api, mlp_path: Path, datasets: t
     garbage = api.post("/datasets", files={"file": ("x.bin", b"\xff\xfe\xfd" * 100, "application/octet-stream")})
     assert garbage.status_code == 422 and "neither .npz, .npy nor UTF-8 CSV" in garbage.json()["detail"]
     assert api.get(path).json() == []
+
+
+def test_tflite_upload_is_quantized_with_ai_edge_quantizer(api: Api, datasets: tuple[str, str]) -> None:
+    from tests.fleet_server.conftest import TFLITE_FIXTURE
+
+    version = api.upload(TFLITE_FIXTURE, name="digits-tflite-compressed").json()["version"]
+    response = api.post(f"/models/digits-tflite-compressed/versions/{version}/compress",
+                        json={"calibration_sha256": datasets[0], "validation_sha256": datasets[1],
+                              "variants": ["tflite-int8", "tflite-fp16"], **FAST})
+    assert response.status_code == 202, response.text
+    job = wait_for_job(api, response.json()["id"])
+    assert job["status"] == "succeeded", job["error"]
+    assert [variant["name"] for variant in job["variants"]] == ["tflite-int8", "tflite-fp16"]
+    assert all(variant["runtime"] == "tflite" for variant in job["variants"])
+    release = api.release("digits-tflite-compressed", version).json()
+    assert [variant["name"] for variant in release["variants"]] == ["tflite-int8", "tflite-fp16", "tflite-original"]
