@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from agent.protocol.profile import PredictionKind, ReferenceProfile
-from fleet_server.drift.stats import DriftResult, DriftThresholds, evaluate
+from fleet_server.drift.stats import DriftResult, DriftThresholds, evaluate, js_divergence
 
 
 def reference_predictions(profile: ReferenceProfile) -> np.ndarray | None:
@@ -83,3 +83,14 @@ class ProfileCounts:
         return evaluate(reference, self.features, thresholds,
                         reference_predictions(self.profile) if with_predictions else None,
                         self.predictions if with_predictions else None)
+
+    def drift_score(self) -> float | None:
+        """The largest JS divergence of any feature or the predictions (no tests; None without samples)."""
+        if self.samples == 0:
+            return None
+        scores = [js_divergence(np.asarray(feature.counts), counts)
+                  for feature, counts in zip(self.profile.features, self.features, strict=True)]
+        reference = reference_predictions(self.profile)
+        if reference is not None and self.predictions is not None and self.predictions.sum() > 0:
+            scores.append(js_divergence(reference, self.predictions))
+        return max(scores, default=None)

@@ -19,7 +19,6 @@ from sqlmodel import Session, col, select
 from agent.protocol.telemetry import LATENCY_EDGES_MS, histogram_quantile
 from fleet_server.drift.aggregate import ProfileCounts
 from fleet_server.drift.profiles import load_profile
-from fleet_server.drift.stats import DriftThresholds
 from fleet_server.models.telemetry import TelemetryWindowRecord
 
 LATENCY_BINS = len(LATENCY_EDGES_MS) + 1
@@ -46,9 +45,7 @@ def merge_latency(histograms: Sequence[Sequence[int]]) -> list[int]:
 def drift_score(session: Session, windows: Sequence[TelemetryWindowRecord]) -> float | None:
     """Largest JS divergence of the windows' counts against their (most used) reference profile."""
     best = profile_counts(session, windows)
-    if best is None or best.samples == 0:
-        return None
-    return best.evaluate(DriftThresholds(min_samples=1)).drift_score
+    return None if best is None else best.drift_score()
 
 
 def profile_counts(session: Session, windows: Sequence[TelemetryWindowRecord]) -> ProfileCounts | None:
