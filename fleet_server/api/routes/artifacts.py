@@ -1,16 +1,20 @@
-"""Content-addressed artifact downloads with Range (resumable), ETag and HEAD."""
+"""Content-addressed artifact downloads with Range (resumable), ETag and HEAD.
+
+The bytes go out through ``FileRangeResponse`` (large reads off the event loop,
+or zero-copy where the ASGI server offers it); for the highest rates put nginx
+in front of the store (docs/deployment.md).
+"""
 
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Request, Response, status
 from fastapi import Path as PathParam
-from fastapi.responses import StreamingResponse
 
 from fleet_server.api.deps import ArtifactReaderDep, RuntimeDep
 from fleet_server.api.errors import ERROR_RESPONSES
+from fleet_server.api.file_range_response import FileRangeResponse
 from fleet_server.errors import ArtifactNotFoundError
 from fleet_server.models.common import SHA256_PATTERN, ErrorDetail
 from fleet_server.services.byte_ranges import ByteRange, parse_range
@@ -18,7 +22,6 @@ from fleet_server.services.byte_ranges import ByteRange, parse_range
 logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/artifacts", tags=["artifacts"], responses=ERROR_RESPONSES)
 
-CHUNK_BYTES = 256 * 1024
 Sha256Param = Annotated[str, PathParam(pattern=f"^{SHA256_PATTERN}$", description="sha256 of the content, hex")]
 DOWNLOAD_RESPONSES: dict[int | str, dict] = {
     200: {"content": {"application/octet-stream": {}}, "description": "The whole artifact."},
@@ -26,18 +29,6 @@ DOWNLOAD_RESPONSES: dict[int | str, dict] = {
     304: {"description": "If-None-Match matched the ETag."},
     416: {"model": ErrorDetail, "description": "The range does not overlap the artifact."},
 }
-
-
-def _read_chunks(path: Path, start: int, length: int) -> Iterator[bytes]:
-    with open(path, "rb") as handle:
-        handle.seek(start)
-        remaining = length
-        while remaining > 0:
-            chunk = handle.read(min(CHUNK_BYTES, remaining))
-            if not chunk:
-                return
-            remaining -= len(chunk)
-            yield chunk
 
 
 def _locate(runtime: RuntimeDep, sha256: str) -> tuple[Path, int]:
@@ -65,9 +56,9 @@ def _plan(request: Request, sha256: str, size: int) -> tuple[int, ByteRange | No
     return status.HTTP_206_PARTIAL_CONTENT, byte_range, headers
 
 
-@router.get("/{sha256}", response_class=StreamingResponse, responses=DOWNLOAD_RESPONSES)
-def download_artifact(sha256: Sha256Param, request: Request, runtime: RuntimeDep,
-                      caller: ArtifactReaderDep) -> Response:
+@router.get("/{sha256}", response_class=FileRangeResponse, responses=DOWNLOAD_RESPONSES)
+async def download_artifact(sha256: Sha256Param, request: Request, runtime: RuntimeDep,
+                            caller: ArtifactReaderDep) -> Response:
     path, size = _locate(runtime, sha256)
     status_code, byte_range, headers = _plan(request, sha256, size)
     if status_code == status.HTTP_304_NOT_MODIFIED:
@@ -75,8 +66,7 @@ def download_artifact(sha256: Sha256Param, request: Request, runtime: RuntimeDep
     start, length = (0, size) if byte_range is None else (byte_range.start, byte_range.length)
     logger.info("server event=artifact_download sha256=%s caller=%s start=%d bytes=%d", sha256, caller.name,
                 start, length)
-    return StreamingResponse(_read_chunks(path, start, length), status_code=status_code,
-                             media_type="application/octet-stream", headers=headers)
+    return FileRangeResponse(path, start, length, status_code, headers)
 
 
 @router.head("/{sha256}", responses=DOWNLOAD_RESPONSES)
