@@ -14,6 +14,7 @@ from agent.protocol.keys import key_id
 from agent.protocol.metadata import Role
 from fleet_server import cli_security, cli_trust
 from fleet_server.cli_agent import agent_app
+from fleet_server.cli_deployment import deployment_app
 from fleet_server.cli_device import device_app
 from fleet_server.cli_model import model_app
 from fleet_server.cli_release import release_app
@@ -28,6 +29,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(device_app, name="device")
 app.add_typer(model_app, name="model")
 app.add_typer(release_app, name="release")
+app.add_typer(deployment_app, name="deployment")
 app.add_typer(rollout_app, name="rollout")
 app.add_typer(agent_app, name="agent")
 app.add_typer(telemetry_app, name="telemetry")

@@ -92,6 +92,9 @@ class FleetClient:
     def deployment(self, deployment_id: int) -> dict[str, Any]:
         return self._request("GET", f"/deployments/{deployment_id}")
 
+    def deployments(self, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
+        return self._request("GET", "/deployments", params={"limit": limit, "offset": offset})
+
     def devices(self) -> list[dict[str, Any]]:
         return self._request("GET", "/devices")
 

@@ -170,3 +170,21 @@ def test_server_and_token_come_from_the_login_config(cli, live: LiveServer, tmp_
     config.write_text("{not json", encoding="utf-8")
     broken = cli("device", "list", server=False, token=None)
     assert broken.exit_code == 2 and "cannot read the CLI config" in broken.output
+
+
+def test_deployment_commands(cli) -> None:
+    created = cli("deployment", "create", "cli-model:1", "--tag", "odd", "--json")
+    assert created.exit_code == 0, created.output
+    deployment = json.loads(created.output)
+    assert [t["device_id"] for t in deployment["targets"]] == ["cli-1"]
+    listed = json.loads(cli("deployment", "list", "--json").output)
+    assert listed[0]["id"] == deployment["id"] and listed[0]["states"] == {"pending": 1}
+    shown = cli("deployment", "show", str(deployment["id"]))
+    assert shown.exit_code == 0 and "cli-1" in shown.output and "pending" in shown.output
+    waited = cli("deployment", "create", "cli-model:1", "--device", "cli-0", "--wait", "--timeout", "1")
+    assert waited.exit_code == 1 and "not finished after 1s" in waited.output and "hint:" in waited.output
+    assert cli("deployment", "create", "cli-model", "--tag", "cli").exit_code == 2
+    nobody = cli("deployment", "create", "cli-model:1")
+    assert nobody.exit_code == 2 and "no devices selected" in nobody.output
+    unknown = cli("deployment", "create", "cli-model:9", "--tag", "cli")
+    assert unknown.exit_code == 1 and "not found" in unknown.output

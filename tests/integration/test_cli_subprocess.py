@@ -9,6 +9,7 @@ import pytest
 
 from fleet_server.localfleet import BIN_DIR
 from fleet_server.processes import free_port
+from tests.integration.conftest import MODELS, publish_release, unique_model
 
 pytestmark = pytest.mark.slow
 EDGEFLEET = str(BIN_DIR / "edgefleet")
@@ -40,6 +41,17 @@ def test_scripts_get_json_and_exit_codes(server, agents, tmp_path):
     assert missing.returncode == 1 and "not found" in missing.stderr
     usage = run("device", "list", "--limit", "0", **env)
     assert usage.returncode == 2
+
+
+def test_deployment_create_waits_with_a_progress_bar(server, client, agents, tmp_path):
+    agent = agents()
+    version = publish_release(client, unique_model(MODELS / "digits_mlp.onnx", tmp_path, "cli-deploy"), "cli-deploy")
+    env = {"EDGEFLEET_SERVER": server.url, "EDGEFLEET_TOKEN": server.admin_token, "COLUMNS": "120",
+           "EDGEFLEET_CONFIG": str(tmp_path / "cli.json")}
+    done = run("deployment", "create", f"cli-deploy:{version}", "--device", agent.device_id, "--wait", **env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1/1" in done.stdout and "succeeded 1" in done.stdout
+    assert "downloading" in done.stdout and agent.device_id in done.stdout  # the final table with the history
 
 
 def test_shell_completion_is_installable_and_completes_commands(tmp_path):
