@@ -7,6 +7,7 @@ table. The data are checked against the model locally before anything is
 uploaded, so a wrong-shaped data set registers nothing.
 """
 
+import logging
 import tempfile
 import time
 from pathlib import Path
@@ -75,8 +76,16 @@ def _parse_ref(ref: str) -> tuple[str, int]:
     return name, int(version)
 
 
+def _quiet_pipeline_logs() -> None:
+    """The pipeline logs every model load at info level: keep that for --log-level debug."""
+    if not logging.getLogger().isEnabledFor(logging.DEBUG):
+        for name in ("agent", "compression"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def check_locally(model: Path, calibration: Path, validation: Path | None) -> None:
     """Fail before uploading when the data do not fit the model (same loaders as the server)."""
+    _quiet_pipeline_logs()
     from compression.data import load_dataset
     from compression.source import open_source
 
@@ -267,6 +276,7 @@ def model_compress_local(
     from compression.pipeline import compress_to_directory
     from compression.settings import CompressionSettings, GateThresholds
 
+    _quiet_pipeline_logs()
     with cli_errors():
         names = _variant_names(variants)
         settings = CompressionSettings(
