@@ -2,7 +2,8 @@
 
 Keep-alive connections on asyncio streams, each in a loop: pick one of the URLs and a
 random start offset, send ``GET`` with ``Range: bytes=<start>-`` (what a resuming agent
-sends; ``--range-bytes N`` asks for N bytes instead), read the 206 body and discard it. Runs for ``--seconds`` after a short warm-up and prints one JSON object:
+sends; ``--range-bytes N`` asks for N bytes instead), read the 206 body and discard it.
+Runs for ``--seconds`` after a short warm-up and prints one JSON object:
 {"requests", "bytes", "seconds", "mb_per_s", "requests_per_s", "errors"}.
 
     .venv/bin/python bench/http_load.py --url http://127.0.0.1:8000/api/v1/artifacts/<sha> \\
