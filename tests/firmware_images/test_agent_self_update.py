@@ -21,7 +21,7 @@ import pytest
 from agent.selfupdate.layout import CONFIRMED, CURRENT, InstallLayout
 from fleet_server.client import FleetClient
 from fleet_server.localfleet import LocalServer
-from tests.firmware_images.builds import FIRMWARE, build_wheel, make_layout, run, wheelhouse
+from tests.firmware_images.builds import FIRMWARE, make_layout, run
 from tests.firmware_images.unit_supervisor import ServiceSupervisor
 from tests.helpers.wheels import rebuild_wheel
 
@@ -51,10 +51,11 @@ class Fleet:
 
 
 @pytest.fixture(scope="module")
-def fleet(mosquitto, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+def fleet(mosquitto, tmp_path_factory: pytest.TempPathFactory, agent_wheel: Path,
+          agent_wheelhouse: Path) -> Iterator[Fleet]:
     workdir = tmp_path_factory.mktemp("selfupdate")
-    base_wheel = build_wheel(workdir / "dist")
-    layout = InstallLayout(make_layout(workdir / "opt", base_wheel, wheelhouse(base_wheel)))
+    base_wheel = agent_wheel
+    layout = InstallLayout(make_layout(workdir / "opt", base_wheel, agent_wheelhouse))
     server = LocalServer(workdir / "server", bootstrap_token=secrets.token_urlsafe(16),
                          admin_token=secrets.token_urlsafe(24), mqtt_url=mosquitto.url)
     config = workdir / "agent.toml"

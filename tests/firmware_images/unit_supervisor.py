@@ -17,6 +17,7 @@ around it:
 import itertools
 import os
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -78,8 +79,7 @@ class ServiceSupervisor:
     watchdog_scale: float = 0.05  # WatchdogSec=90s becomes 4.5 s
     stop_grace_s: float = 20.0
     wrap: Callable[[list[str]], list[str]] | None = None
-    notify_dir: Path | None = None  # where the NOTIFY_SOCKET lives (inside a chroot for chrooted services)
-    notify_path_seen_by_service: str | None = None
+    service_root: Path | None = None  # the root directory the service runs in (a chroot), else /
     exits: list[int] = field(default_factory=list)
     pids: list[int] = field(default_factory=list)
     notifications: list[tuple[int, str]] = field(default_factory=list)  # (start number, message)
@@ -89,10 +89,13 @@ class ServiceSupervisor:
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._process: subprocess.Popen[bytes] | None = None
-        notify_dir = self.notify_dir or Path(tempfile.mkdtemp(prefix="efn-", dir="/tmp"))  # AF_UNIX: short path
+        notify_dir = Path(tempfile.mkdtemp(prefix="efn-", dir=self.service_root / "run" if self.service_root
+                                           else "/tmp"))  # AF_UNIX paths are short: keep it near the root
+        notify_dir.chmod(0o755)
         self._socket_path = notify_dir / f"notify-{next(_numbers)}.sock"
         self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._socket.bind(str(self._socket_path))
+        self._socket_path.chmod(0o666)  # the service may run as another user
         self._socket.settimeout(0.2)
         self._threads = [threading.Thread(target=self._supervise, daemon=True),
                          threading.Thread(target=self._read_notifications, daemon=True)]
@@ -122,7 +125,7 @@ class ServiceSupervisor:
                 process.wait()
         self._threads[0].join(self.stop_grace_s + 5)
         self._socket.close()
-        self._socket_path.unlink(missing_ok=True)
+        shutil.rmtree(self._socket_path.parent, ignore_errors=True)
 
     def messages(self, text: str) -> list[int]:
         """The start numbers (1-based) whose process sent ``text`` (e.g. "READY=1")."""
@@ -147,7 +150,8 @@ class ServiceSupervisor:
 
     def _environment(self) -> dict[str, str]:
         env = dict(self.env)
-        env["NOTIFY_SOCKET"] = self.notify_path_seen_by_service or str(self._socket_path)
+        seen = "/" + str(self._socket_path.relative_to(self.service_root)) if self.service_root else self._socket_path
+        env["NOTIFY_SOCKET"] = str(seen)
         watchdog = self.unit.value("Service", "WatchdogSec")
         if watchdog:
             env["WATCHDOG_USEC"] = str(int(seconds(watchdog) * self.watchdog_scale * 1_000_000))
