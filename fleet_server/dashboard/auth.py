@@ -103,6 +103,15 @@ def require_ui_operator(user: UiUserDep) -> UiUser:
 UiOperatorDep = Annotated[UiUser, Depends(require_ui_operator)]
 
 
+def require_ui_admin(user: UiUserDep) -> UiUser:
+    if not user.can("admin"):
+        raise PermissionDeniedError(f"this needs the admin role; you are logged in as a {user.role}")
+    return user
+
+
+UiAdminDep = Annotated[UiUser, Depends(require_ui_admin)]
+
+
 def check_same_origin(request: Request) -> None:
     """Browsers send Origin on form posts; one naming another site is refused (defence in depth)."""
     origin = request.headers.get("origin")

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 
 from fleet_server.core.validation import describe_validation_errors
+from fleet_server.dashboard.forms import split_list
 from fleet_server.errors import InvalidRequestError
 from fleet_server.models.rollout_api import PhaseCreate, RolloutCreate
 
@@ -30,10 +31,6 @@ class RolloutForm:
     auto_rollback: bool = True
     name: str = ""
     start: bool = True
-
-
-def split_list(text: str) -> list[str]:
-    return [item for item in (part.strip() for part in text.replace("\n", ",").split(",")) if item]
 
 
 def parse_release(text: str) -> dict[str, object]:

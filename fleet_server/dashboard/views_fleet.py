@@ -2,20 +2,27 @@
 
 import re
 from typing import Annotated
+from urllib.parse import quote
 
-from fastapi import APIRouter, Query, Request
-from fastapi.responses import HTMLResponse
+from fastapi import APIRouter, Form, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from pydantic import ValidationError
 from sqlmodel import Session, col, select
 
-from fleet_server.api.deps import SessionDep
+from fleet_server.api.deps import RuntimeDep, SessionDep
+from fleet_server.core.validation import describe_validation_errors
 from fleet_server.dashboard import panels
-from fleet_server.dashboard.auth import UiUserDep
+from fleet_server.dashboard.auth import UiAdminDep, UiOperatorDep, UiUserDep, check_csrf
 from fleet_server.dashboard.charts import Bar, bar_chart
+from fleet_server.dashboard.forms import split_list
 from fleet_server.dashboard.pagination import DEFAULT_PAGE_SIZE, Pager, clamp_page
 from fleet_server.dashboard.templating import render
+from fleet_server.errors import InvalidRequestError
 from fleet_server.models.common import TAG_PATTERN
 from fleet_server.models.device import DeviceTag
-from fleet_server.services import device_query, devices
+from fleet_server.models.device_tags import DeviceTagsUpdate
+from fleet_server.models.pki import DeviceRevocation
+from fleet_server.services import certificates, device_query, device_tags, devices
 from fleet_server.services.deployments import list_deployments
 from fleet_server.services.device_history import deployment_history
 from fleet_server.services.releases import list_releases
@@ -67,9 +74,12 @@ def device_list(
     params = tuple((key, value) for key, value in (("tag", tag), ("model", model), ("state", state),
                                                    ("online", online), ("q", q)) if value)
     models = [f"{release.name}:{release.version}" for release in list_releases(session)]  # what devices can run
+    page_ids = [device.device_id for device in result.devices]
+    revoked = set(session.exec(select(DeviceRevocation.device_id).where(
+        col(DeviceRevocation.device_id).in_(page_ids))).all()) if page_ids else set()
     return render(request, "devices.html", user, devices=result.devices, pager=Pager(page, size, result.total, params),
                   filters={"tag": tag, "model": model, "state": state, "online": online, "q": q},
-                  tags=known_tags(session), models=models, states=STATES)
+                  tags=known_tags(session), models=models, states=STATES, revoked=revoked)
 
 
 @router.get("/devices/{device_id}", response_class=HTMLResponse)
@@ -78,4 +88,32 @@ def device_detail(request: Request, device_id: str, session: SessionDep, user: U
     history = deployment_history(session, device_id)
     return render(request, "device.html", user, device=device, history=history,
                   telemetry=panels.device_telemetry(session, device_id),
-                  alerts=panels.firing_alerts(session, subject=device_id))
+                  alerts=panels.firing_alerts(session, subject=device_id),
+                  revocation=session.get(DeviceRevocation, device_id))
+
+
+@router.post("/devices/{device_id}/tags")
+def device_tags_change(request: Request, device_id: str, session: SessionDep, user: UiOperatorDep,
+                       csrf_token: Annotated[str, Form(max_length=256)] = "",
+                       add: Annotated[str, Form(max_length=2000)] = "",
+                       remove: Annotated[str, Form(max_length=2000)] = "") -> Response:
+    """Add and remove tags (what ``PATCH /api/v1/devices/{id}/tags`` does)."""
+    check_csrf(request, user, csrf_token)
+    try:
+        change = DeviceTagsUpdate(add=split_list(add), remove=split_list(remove))
+    except ValidationError as exc:
+        raise InvalidRequestError(describe_validation_errors(exc.errors())) from None
+    device_tags.update_tags(session, device_id, change.add, change.remove)
+    return RedirectResponse(f"/ui/devices/{quote(device_id)}", status_code=303)
+
+
+@router.post("/devices/{device_id}/revoke")
+def device_revoke(request: Request, device_id: str, runtime: RuntimeDep, session: SessionDep, user: UiAdminDep,
+                  csrf_token: Annotated[str, Form(max_length=256)] = "",
+                  reason: Annotated[str, Form(max_length=500)] = "") -> Response:
+    """Revoke the device (admin): what ``POST /api/v1/devices/{id}/revoke`` does."""
+    check_csrf(request, user, csrf_token)
+    if runtime.ca is None:
+        raise InvalidRequestError("this server has no fleet CA, so it cannot revoke device certificates")
+    certificates.revoke(session, runtime.ca, device_id, user.actor, reason.strip())
+    return RedirectResponse(f"/ui/devices/{quote(device_id)}", status_code=303)

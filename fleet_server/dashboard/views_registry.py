@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from fleet_server.api.deps import RuntimeDep, SessionDep
 from fleet_server.core.validation import describe_validation_errors
 from fleet_server.dashboard.auth import UiOperatorDep, UiUserDep, check_csrf
-from fleet_server.dashboard.rollout_form import split_list
+from fleet_server.dashboard.forms import split_list
 from fleet_server.dashboard.templating import render
 from fleet_server.errors import InvalidRequestError
 from fleet_server.models.deployment import DeploymentCreate

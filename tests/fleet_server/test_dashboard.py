@@ -217,3 +217,27 @@ def test_release_and_model_pages_show_the_compression_report(api: Api, browser: 
     assert section.index("original") < section.index("onnx-int8") < section.index("tflite-int8")
     assert 'badge good">passed' in section and 'badge bad">rejected' in section and "97.0%" in section
     assert "Compression report" in browser.get(f"/ui/models/{MODEL}").text
+
+
+def test_device_page_edits_tags_and_admins_revoke(api: Api, browser: TestClient, fleet: dict) -> None:
+    operator = api.post("/tokens", json={"name": "dash tagger", "role": "operator"}).json()["token"]
+    log_in(browser, operator)
+    page = browser.get("/ui/devices/dash-1").text
+    assert "tags-form" in page and "revoke-form" not in page  # revoking needs the admin role
+    csrf = csrf_of(browser, "/ui/devices/dash-1")
+    changed = browser.post("/ui/devices/dash-1/tags", data={"csrf_token": csrf, "add": "eu, line-9", "remove": "row-1"})
+    assert changed.status_code == 303
+    assert api.get("/devices/dash-1").json()["tags"] == ["dash", "eu", "line-9"]
+    assert browser.post("/ui/devices/dash-1/tags", data={"csrf_token": csrf, "add": "bad tag!"}).status_code == 422
+    assert browser.post("/ui/devices/dash-1/revoke", data={"csrf_token": csrf}).status_code == 403
+
+    log_in(browser)  # admin
+    csrf = csrf_of(browser, "/ui/devices/dash-1")
+    assert browser.post("/ui/devices/dash-1/revoke", data={"reason": "lost"}).status_code == 403  # no CSRF token
+    revoked = browser.post("/ui/devices/dash-1/revoke", data={"csrf_token": csrf, "reason": "lost in transit"})
+    assert revoked.status_code == 303
+    page = browser.get("/ui/devices/dash-1").text
+    assert 'id="revocation"' in page and "lost in transit" in page and "tags-form" not in page
+    assert 'badge bad">revoked' in browser.get("/ui/devices", params={"tag": "dash"}).text
+    assert any(entry["action"] == "device.revoked" and entry["actor"] == "admin"
+               for entry in api.get("/audit", params={"action": "device.revoked"}).json())
