@@ -56,7 +56,7 @@ def _plan(request: Request, sha256: str, size: int) -> tuple[int, ByteRange | No
     return status.HTTP_206_PARTIAL_CONTENT, byte_range, headers
 
 
-@router.get("/{sha256}", response_class=FileRangeResponse, responses=DOWNLOAD_RESPONSES)
+@router.get("/{sha256}", response_class=FileRangeResponse, status_code=200, responses=DOWNLOAD_RESPONSES)
 async def download_artifact(sha256: Sha256Param, request: Request, runtime: RuntimeDep,
                             caller: ArtifactReaderDep) -> Response:
     path, size = _locate(runtime, sha256)
