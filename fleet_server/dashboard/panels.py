@@ -7,15 +7,10 @@ from sqlmodel import Session, col, func, select
 
 from fleet_server.core.types import utcnow
 from fleet_server.dashboard.telemetry_panel import TelemetryPanel, device_panel
-from fleet_server.dashboard.templating import state_class
 from fleet_server.models.alert import Alert, AlertState
 from fleet_server.models.rollout_api import RolloutSummary
 from fleet_server.rollouts import views as rollout_views
 from fleet_server.rollouts.states import ACTIVE_ROLLOUT_STATES
-
-
-def state_bar_class(state: str) -> str:
-    return state_class(state)
 
 
 def firing_alerts(session: Session, subject: str | None = None, limit: int = 20) -> list[Alert]:

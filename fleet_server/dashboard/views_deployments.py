@@ -6,6 +6,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 from sqlmodel import func, select
 
+from agent.protocol.messages import FINAL_STATES
 from fleet_server.api.deps import SessionDep
 from fleet_server.dashboard.auth import UiUserDep
 from fleet_server.dashboard.charts import Bar, stacked_bar
@@ -15,7 +16,6 @@ from fleet_server.models.deployment import Deployment, DeploymentPublic
 from fleet_server.services import deployments
 
 router = APIRouter()
-FINAL_STATES = frozenset({"succeeded", "failed", "rolled_back", "rejected"})
 STATE_ORDER = ("succeeded", "health_check", "installing", "verifying", "downloading", "notified", "pending",
                "failed", "rolled_back", "rejected")
 

@@ -9,6 +9,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
 from sqlmodel import Session, col, select
 
+from agent.protocol.messages import FINAL_STATES
 from fleet_server.api.deps import RuntimeDep, SessionDep
 from fleet_server.core.validation import describe_validation_errors
 from fleet_server.dashboard import panels
@@ -16,7 +17,7 @@ from fleet_server.dashboard.auth import UiAdminDep, UiOperatorDep, UiUserDep, ch
 from fleet_server.dashboard.charts import Bar, bar_chart
 from fleet_server.dashboard.forms import split_list
 from fleet_server.dashboard.pagination import DEFAULT_PAGE_SIZE, Pager, clamp_page
-from fleet_server.dashboard.templating import render
+from fleet_server.dashboard.templating import render, state_class
 from fleet_server.errors import InvalidRequestError
 from fleet_server.models.common import TAG_PATTERN
 from fleet_server.models.device import DeviceTag
@@ -30,7 +31,6 @@ from fleet_server.services.releases import list_releases
 router = APIRouter()
 STATES = ("none", "pending", "notified", "downloading", "verifying", "installing", "health_check", "succeeded",
           "failed", "rolled_back", "rejected")
-FINAL_STATES = {"succeeded", "failed", "rolled_back", "rejected"}
 
 
 def known_tags(session: Session) -> list[str]:
@@ -45,7 +45,7 @@ def overview(request: Request, session: SessionDep, user: UiUserDep) -> HTMLResp
     models_chart = bar_chart([Bar(f"{m.name} v{m.version}", m.devices, note=f"of {summary.total}")
                               for m in summary.models[:10]], "Model versions in use (devices)",
                              max_value=summary.total or 1)
-    states_chart = bar_chart([Bar(state, count, css_class=f"bar {panels.state_bar_class(state)}")
+    states_chart = bar_chart([Bar(state, count, css_class=f"bar {state_class(state)}")
                               for state, count in sorted(summary.states.items(), key=lambda item: -item[1])],
                              "Latest deployment state (devices)", max_value=summary.total or 1)
     return render(request, "overview.html", user, summary=summary, recent=recent, active=active,

@@ -12,8 +12,8 @@ from sqlmodel import Session, func, select
 from fleet_server.api.deps import RuntimeDep, SessionDep
 from fleet_server.dashboard.auth import UiOperatorDep, UiUserDep, check_csrf
 from fleet_server.dashboard.charts import Bar, stacked_bar
+from fleet_server.dashboard.forms import DEFAULT_PHASES, RolloutForm, rollout_request
 from fleet_server.dashboard.pagination import DEFAULT_PAGE_SIZE, Pager, clamp_page
-from fleet_server.dashboard.rollout_form import DEFAULT_PHASES, RolloutForm, rollout_request
 from fleet_server.dashboard.templating import render, state_class
 from fleet_server.models.rollout import Rollout
 from fleet_server.models.rollout_api import RolloutPublic

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from fleet_server.dashboard.rollout_form import RolloutForm, RolloutFormError, parse_phases, rollout_request
+from fleet_server.dashboard.forms import RolloutForm, RolloutFormError, parse_phases, rollout_request
 from tests.fleet_server.conftest import ADMIN_TOKEN, Api
 
 MODEL = "ui-rollout-model"
