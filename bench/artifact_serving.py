@@ -6,8 +6,9 @@ server (``edgefleet server``, one process, SQLite, embedded broker) serves them 
 /api/v1/artifacts/<sha256> to an enrolled device's credential, and nginx serves the
 same directory with the location blocks of docs/deployment.md (without auth_request,
 as for a public origin). The load generator (bench/http_load.py, its own process)
-keeps N keep-alive connections busy with random 1 MiB ranges; server and nginx take
-turns, ``--rounds`` times each, and the mean is reported.
+keeps N keep-alive connections busy with ``Range: bytes=<random offset>-`` requests
+(what a resuming agent sends; ``--range-kb`` asks for fixed-size ranges instead);
+server and nginx take turns, ``--rounds`` times each, and the mean is reported.
 
     .venv/bin/python bench/artifact_serving.py
     .venv/bin/python bench/artifact_serving.py --connections 32 --seconds 15 --nginx-workers 2
@@ -102,7 +103,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "nginx_requests_per_s": round(statistics.mean(run["requests_per_s"] for run in nginx_runs), 1),
         "ratio": round(server_mb / nginx_mb, 3),
         "errors": sum(run["errors"] for run in server_runs + nginx_runs),
-        "files": args.files, "file_bytes": size, "range_bytes": args.range_kb * 1024,
+        "files": args.files, "file_bytes": size,
+        "range": f"{args.range_kb} KiB" if args.range_kb else "bytes=<random offset>- (to the end)",
         "connections": args.connections, "seconds_per_run": args.seconds, "rounds": args.rounds,
         "server_processes": 1, "nginx_workers": args.nginx_workers, "cpus": os.cpu_count(),
         "runs": {"server": server_runs, "nginx": nginx_runs},
@@ -113,7 +115,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--files", type=int, default=4)
     parser.add_argument("--file-mb", type=int, default=8)
-    parser.add_argument("--range-kb", type=int, default=1024)
+    parser.add_argument("--range-kb", type=int, default=0, help="0: from a random offset to the end")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--rounds", type=int, default=2)

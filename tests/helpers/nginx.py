@@ -1,9 +1,10 @@
-"""A real nginx on a free loopback port serving the content-addressed artifact store, for
-tests and benchmarks.
+"""A real nginx on a free loopback port, for tests and benchmarks: a load balancer in front
+of fleet server replicas and/or a static server for the content-addressed artifact store.
 
-The artifact locations are not written here: they are read from docs/deployment.md (the
-block between the ``nginx-artifact-locations`` markers), with only the store path
-substituted, so the tests run exactly what the deployment guide tells operators to use.
+The ``location`` blocks are not written here: they are read from docs/deployment.md (the
+blocks between the ``nginx-replica-locations`` and ``nginx-artifact-locations`` markers),
+with only the store path substituted, so the tests run exactly what the deployment guide
+tells operators to use.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 from fleet_server.processes import LOOPBACK, ManagedProcess, free_port, wait_for_port
@@ -36,17 +38,22 @@ def find_nginx() -> str:
                              "as root")
 
 
+def documented_block(marker: str) -> str:
+    """The nginx code block of the deployment guide between ``<!-- marker:begin`` and ``<!-- marker:end -->``."""
+    text = DEPLOYMENT_GUIDE.read_text()
+    match = re.search(rf"<!-- {marker}:begin[^>]*-->\s*```nginx\n(.*?)```\s*<!-- {marker}:end -->", text,
+                      re.DOTALL)
+    if match is None:
+        raise AssertionError(f"no {marker} block in {DEPLOYMENT_GUIDE}")
+    return match.group(1)
+
+
 def documented_artifact_locations(artifact_dir: Path, with_auth: bool = True) -> str:
-    """The guide's nginx ``location`` blocks for artifacts, pointed at ``artifact_dir``.
+    """The guide's ``location`` blocks for artifacts, pointed at ``artifact_dir``.
 
     ``with_auth=False`` drops the ``auth_request`` line, as the guide says to for a public origin.
     """
-    text = DEPLOYMENT_GUIDE.read_text()
-    match = re.search(r"<!-- nginx-artifact-locations:begin[^>]*-->\s*```nginx\n(.*?)```\s*"
-                      r"<!-- nginx-artifact-locations:end -->", text, re.DOTALL)
-    if match is None:
-        raise AssertionError(f"no nginx-artifact-locations block in {DEPLOYMENT_GUIDE}")
-    block = match.group(1)
+    block = documented_block("nginx-artifact-locations")
     if DOCUMENTED_STORE not in block:
         raise AssertionError(f"the documented artifact locations do not mention {DOCUMENTED_STORE}")
     block = block.replace(DOCUMENTED_STORE, str(Path(artifact_dir).resolve()))
@@ -54,13 +61,17 @@ def documented_artifact_locations(artifact_dir: Path, with_auth: bool = True) ->
 
 
 class NginxServer:
-    """nginx with the documented artifact locations; ``upstream_url`` is the fleet server behind it."""
+    """nginx with the documented locations.
 
-    def __init__(self, directory: Path, artifact_dir: Path, upstream_url: str | None = None,
+    ``upstreams`` (``http://host:port`` of each replica) adds the load-balancing location and the
+    upstream the artifact authorisation asks; ``artifact_dir`` adds the artifact locations.
+    """
+
+    def __init__(self, directory: Path, artifact_dir: Path | None = None, upstreams: Sequence[str] = (),
                  with_auth: bool = True, workers: int = 1, port: int | None = None) -> None:
         self.directory = Path(directory)
-        self.artifact_dir = Path(artifact_dir)
-        self.upstream_url = upstream_url
+        self.artifact_dir = None if artifact_dir is None else Path(artifact_dir)
+        self.upstreams = [url.removeprefix("http://").rstrip("/") for url in upstreams]
         self.with_auth = with_auth
         self.workers = workers
         self.port = port or free_port()
@@ -74,15 +85,27 @@ class NginxServer:
     def url(self) -> str:
         return f"http://{LOOPBACK}:{self.port}"
 
+    @property
+    def process(self) -> ManagedProcess:
+        return self._process
+
+    def _locations(self) -> str:
+        blocks = []
+        if self.artifact_dir is not None:
+            if self.with_auth and not self.upstreams:
+                raise ValueError("the artifact authorisation needs the fleet servers (upstreams)")
+            blocks.append(documented_artifact_locations(self.artifact_dir, self.with_auth))
+        if self.upstreams:
+            blocks.append(documented_block("nginx-replica-locations"))
+        return "\n".join(blocks)
+
     def _write_config(self) -> None:
-        for temp in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
-            (self.directory / "temp" / temp).mkdir(parents=True, exist_ok=True)
-        if self.with_auth and not self.upstream_url:
-            raise ValueError("the auth_request location needs the fleet server's URL (upstream_url)")
-        upstream = self.upstream_url.removeprefix("http://").rstrip("/") if self.upstream_url else \
-            f"{LOOPBACK}:9"  # never contacted without auth
-        user = "user root;\n" if os.geteuid() == 0 else ""  # workers must read the test's private tmp dirs
         temp = self.directory / "temp"
+        for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
+            (temp / name).mkdir(parents=True, exist_ok=True)
+        user = "user root;\n" if os.geteuid() == 0 else ""  # workers must read the test's private tmp dirs
+        servers = "".join(f"        server {address} max_fails=1 fail_timeout=10s;\n" for address in self.upstreams)
+        upstream = f"    upstream edgefleet_servers {{\n{servers}        keepalive 16;\n    }}\n" if servers else ""
         self.config_path.write_text(f"""{user}daemon off;
 worker_processes {self.workers};
 pid {self.directory / 'nginx.pid'};
@@ -96,15 +119,9 @@ http {{
     uwsgi_temp_path {temp / 'uwsgi'};
     scgi_temp_path {temp / 'scgi'};
     keepalive_requests 100000;
-    upstream edgefleet_servers {{
-        server {upstream};
-        keepalive 16;
-    }}
-    server {{
+{upstream}    server {{
         listen {LOOPBACK}:{self.port};
-        proxy_http_version 1.1;
-        proxy_set_header Connection "";
-{documented_artifact_locations(self.artifact_dir, self.with_auth)}
+{self._locations()}
     }}
 }}
 """)

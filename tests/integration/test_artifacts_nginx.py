@@ -23,7 +23,7 @@ def fleet_behind_nginx(mosquitto, tmp_path: Path) -> Iterator[tuple[LocalServer,
     nginx_port = free_port()
     server = start_server(tmp_path / "server", mosquitto.url,
                           EDGEFLEET_ARTIFACT_BASE_URL=f"http://127.0.0.1:{nginx_port}")
-    nginx = NginxServer(tmp_path / "nginx", tmp_path / "server" / "artifacts", upstream_url=server.url,
+    nginx = NginxServer(tmp_path / "nginx", tmp_path / "server" / "artifacts", upstreams=[server.url],
                         port=nginx_port)
     try:
         nginx.start()
