@@ -87,3 +87,12 @@ def test_stacked_bar_splits_the_width_by_value() -> None:
     widths = [float(width) for width in re.findall(r'<rect class="seg [a-z]+" x="[\d.]+" y="0" width="([\d.]+)"',
                                                     svg)]
     assert widths == [300.0, 100.0]
+
+
+def test_model_selector_accepts_name_or_name_and_version() -> None:
+    from fleet_server.services.device_query import parse_model_selector
+
+    assert parse_model_selector("digits") == ("digits", None)
+    assert parse_model_selector("digits:3") == parse_model_selector("digits@3") == ("digits", 3)
+    assert parse_model_selector(" digits v12 ") == ("digits", 12)
+    assert parse_model_selector("model:v2") == ("model:v2", None)  # not a version: the whole text is the name
