@@ -23,6 +23,7 @@ import onnx
 
 from fleet_server.client import FleetClient
 from fleet_server.localfleet import LocalAgent, LocalServer
+from fleet_server.processes import wait_until
 from tests.faults.toolkit.netns import NamespaceLink
 from tests.faults.toolkit.proxy import FaultProxy
 from tests.faults.toolkit.summary import ScenarioRecord
@@ -37,6 +38,13 @@ FAST_RETRIES = {  # agents retry quickly in tests: a fault must not cost minutes
     "EDGEFLEET_AGENT_DOWNLOAD_TIMEOUT_S": "3",
     "EDGEFLEET_AGENT_HEARTBEAT_INTERVAL_S": "5",
 }
+SERVER_ENV = {  # the rollout controller acts quickly in tests
+    "EDGEFLEET_ROLLOUT_TICK_S": "0.3",
+    "EDGEFLEET_ROLLOUT_HEALTH_INTERVAL_S": "1",
+    "EDGEFLEET_ROLLOUT_LEASE_TTL_S": "5",
+}
+ROLLOUT_FINAL = ("succeeded", "aborted", "rolled_back")
+ONE_PHASE = [{"share": 1.0, "bake_s": 0}]
 _numbers = itertools.count(1)
 PARALLEL = 6  # agents enrolled, started or stopped at once
 
@@ -96,7 +104,7 @@ class FaultFleet:
     # -- server ------------------------------------------------------------------
 
     def start(self) -> FaultFleet:
-        self.server = start_server(self.root / "server", self.broker.url, **self.server_env)
+        self.server = start_server(self.root / "server", self.broker.url, **{**SERVER_ENV, **self.server_env})
         return self
 
     @property
@@ -182,6 +190,33 @@ class FaultFleet:
 
     def wait(self, deployment_id: int, timeout: float = 120.0) -> dict[str, Any]:
         return self.client.wait_for_deployment(deployment_id, timeout=timeout)
+
+    def rollout(self, name: str, version: int, agents: list[FleetAgent], phases: list[dict[str, Any]] | None = None,
+                **body: Any) -> int:
+        """Start a staged rollout of ``name`` v``version`` to ``agents`` (one phase, no bake, by default).
+
+        Health gates on latency are off (two shared cores make sub-millisecond latencies jumpy); a
+        scenario that expects devices to fail passes its ``criteria`` and phase thresholds.
+        """
+        criteria = {"max_latency_ratio": 1000, **body.pop("criteria", {})}
+        request = {"release": {"name": name, "version": version},
+                   "target": {"device_ids": [agent.device_id for agent in agents]},
+                   "phases": phases or ONE_PHASE, "criteria": criteria, **body}
+        return self.client.create_rollout(request)["id"]
+
+    def roll_out(self, name: str, version: int, agents: list[FleetAgent], expected_failures: int = 0,
+                 timeout: float = 120.0, **body: Any) -> dict[str, Any]:
+        """A one-phase rollout to ``agents``, run to its end: a scenario that expects ``expected_failures``
+        devices to fail (the faults it injects) sets the thresholds so exactly those may fail without an abort."""
+        total = len(agents)
+        phase = {"share": 1.0, "bake_s": 0, "success_threshold": (total - expected_failures) / total}
+        criteria = {"max_failure_rate": min(1.0, (expected_failures + 0.5) / total)}
+        return self.wait_rollout(self.rollout(name, version, agents, [phase], criteria=criteria, **body), timeout)
+
+    def wait_rollout(self, rollout_id: int, timeout: float = 120.0) -> dict[str, Any]:
+        """The rollout once it reached a final state."""
+        return wait_until(lambda: (r := self.client.rollout(rollout_id))["state"] in ROLLOUT_FINAL and r, timeout,
+                          f"rollout {rollout_id} to finish", interval=0.3)
 
     def install_everywhere(self, name: str, version: int, timeout: float = 120.0) -> int:
         """The starting point of a scenario: every agent serves ``version`` (no faults yet). Returns the deployment."""

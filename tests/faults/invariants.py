@@ -10,7 +10,7 @@ from fleet_server.processes import WaitTimeoutError, wait_until
 from tests.faults.fleet import PARALLEL, SAMPLE, FaultFleet, FleetAgent
 from tests.faults.toolkit.observe import Serving, answered_version, serving, tally
 
-NOT_INSTALLED = ("failed", "rejected", "rolled_back")
+NOT_INSTALLED = ("failed", "rejected", "rolled_back", "timed_out", "skipped")  # deployment states, rollout statuses
 
 
 def settled_serving(agent: FleetAgent, model: str, cli: bool = True, timeout: float = 30.0) -> Serving:
@@ -37,20 +37,27 @@ def check_fleet(fleet: FaultFleet, model: str, old_version: int | None, new_vers
         reports = {device_id: future.result() for device_id, future in futures.items()}
     counts = tally(list(reports.values()), old_version, new_version)
     assert counts["none"] == 0 and counts["inconsistent"] == 0, reports
-    for target in (final or {}).get("targets", []):
-        report = reports.get(target["device_id"])
+    for device_id, outcome in outcomes(final or {}).items():
+        report = reports.get(device_id)
         if report is None:
             continue
         served = report.classify(old_version, new_version)
-        if target["state"] == "succeeded":
-            assert served == "new", (target, report)
-        elif target["state"] in NOT_INSTALLED:
-            assert served == "old", (target, report)
+        if outcome == "succeeded":
+            assert served == "new", (device_id, outcome, report)
+        elif outcome in NOT_INSTALLED:
+            assert served == "old", (device_id, outcome, report)
     return counts
+
+
+def outcomes(final: dict[str, Any]) -> dict[str, str]:
+    """Per device, what the server says became of it: a deployment's target states or a rollout's device statuses."""
+    if "device_details" in final:
+        return {device["device_id"]: device["status"] for device in final["device_details"]}
+    return {target["device_id"]: target["state"] for target in final.get("targets", [])}
 
 
 def states_of(final: dict[str, Any]) -> dict[str, int]:
     counts: dict[str, int] = {}
-    for target in final["targets"]:
-        counts[target["state"]] = counts.get(target["state"], 0) + 1
+    for outcome in outcomes(final).values():
+        counts[outcome] = counts.get(outcome, 0) + 1
     return dict(sorted(counts.items()))

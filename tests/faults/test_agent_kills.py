@@ -1,6 +1,6 @@
 """Agents killed (SIGKILL: a power cut, as far as the process can tell) in the middle of an update.
 
-Ten agents take three releases in a row. In each round 10% of the fleet (one device, chosen at
+Ten agents take three releases in a row, each in a staged rollout. In each round 10% of the fleet (one device, chosen at
 random with a fixed seed) is killed at one point of its update: while downloading (after a
 random share of the bytes), while verifying, and while installing (a random instant into the
 slot copy and switch). It is started again a moment later. Each victim must come back to a
@@ -72,7 +72,7 @@ def test_agents_killed_during_download_verification_and_installation(fleet, faul
     for round_index, (point, size) in enumerate(ROUNDS):
         old, version = version, fleet.publish(NAME, f"v-{point}", size)
         victims = chosen[round_index * per_round:(round_index + 1) * per_round]
-        deployment = fleet.deploy(NAME, version, agents)
+        rollout = fleet.rollout(NAME, version, agents)
         for victim in victims:
             if point == "downloading":
                 died_in, detail = kill_mid_download(victim, rng)
@@ -84,9 +84,9 @@ def test_agents_killed_during_download_verification_and_installation(fleet, faul
             time.sleep(0.3)  # the device is off for a moment
             fleet.restart_agent(victim)
 
-        final = fleet.wait(deployment, timeout=120)
-        finals[point] = states_of(final)
-        assert finals[point] == {"succeeded": FLEET_SIZE}, final["targets"]
+        final = fleet.wait_rollout(rollout, timeout=120)
+        finals[point] = {"rollout": final["state"], **states_of(final)}
+        assert finals[point] == {"rollout": "succeeded", "succeeded": FLEET_SIZE}, final["device_details"]
         counts = check_fleet(fleet, NAME, old, version, final, cli=round_index == len(ROUNDS) - 1)
         assert counts["new"] == FLEET_SIZE
         for victim in victims:

@@ -58,13 +58,14 @@ def test_artifact_errors_truncation_stalls_and_wrong_bytes(fleet, fault_summary)
         agent.artifact_proxy.request_heads.clear()
         agent.artifact_proxy.set_http_plan(plans[kind])
 
-    final = fleet.wait(fleet.deploy(NAME, new, fleet.agents))
+    final = fleet.roll_out(NAME, new, fleet.agents, expected_failures=1)
 
-    states = {target["device_id"]: target for target in final["targets"]}
+    assert final["state"] == "succeeded", final
+    devices = {device["device_id"]: device for device in final["device_details"]}
     for kind, agent in agents.items():
-        expected = "rejected" if kind == "wrong_bytes" else "succeeded"
-        assert states[agent.device_id]["state"] == expected, (kind, states[agent.device_id])
-    assert "ArtifactMismatchError" in states[agents["wrong_bytes"].device_id]["reason"]
+        expected = ("failed", "rejected") if kind == "wrong_bytes" else ("succeeded", "succeeded")
+        assert (devices[agent.device_id]["status"], devices[agent.device_id]["agent_state"]) == expected, kind
+    assert "ArtifactMismatchError" in devices[agents["wrong_bytes"].device_id]["reason"]
     resumed = [head for head in artifact_heads(agents["truncated"]) if "range: bytes=" in head.lower()]
     assert len(resumed) >= 2, artifact_heads(agents["truncated"])
     assert any("range: bytes=" in head.lower() for head in artifact_heads(agents["stalled"]))
@@ -73,14 +74,15 @@ def test_artifact_errors_truncation_stalls_and_wrong_bytes(fleet, fault_summary)
     assert first == {"old": 1, "new": 4, "none": 0, "inconsistent": 0}
 
     agents["wrong_bytes"].artifact_proxy.set_http_plan(None)  # the artifact server is healthy again
-    again = fleet.wait(fleet.deploy(NAME, new, [agents["wrong_bytes"]]))
-    assert states_of(again) == {"succeeded": 1}
+    again = fleet.roll_out(NAME, new, [agents["wrong_bytes"]])
+    assert again["state"] == "succeeded" and states_of(again) == {"succeeded": 1}
     counts = check_fleet(fleet, NAME, old, new, again, cli=True)
     assert counts["new"] == len(fleet.agents)
 
     fault_summary(ScenarioRecord(
         scenario="artifact_server_faults", devices=len(fleet.agents), serving=counts,
-        final_state={"first_deployment": states_of(final), "redeploy_to_rejected": states_of(again)},
+        final_state={"rollout": {"state": final["state"], **states_of(final)},
+                     "second_rollout_to_the_rejecting_device": {"state": again["state"], **states_of(again)}},
         network_mechanism="tcp-proxy (HTTP fault plan per device)",
         faults={kind: plans[kind].counts() for kind in PLANS},
         duration_s=round(time.monotonic() - started, 1),

@@ -62,7 +62,8 @@ def test_disk_full_during_download_and_installation(fleet, fault_summary, tmp_pa
         new = fleet.publish(NAME, "new")
         left = {kind: disks[kind].fill(leave_free=LEAVE_FREE[kind]) for kind in LEAVE_FREE}
 
-        deployment = fleet.deploy(NAME, new, fleet.agents)
+        rollout = fleet.rollout(NAME, new, fleet.agents, [{"share": 1.0, "bake_s": 0, "success_threshold": 0.3}],
+                                criteria={"max_failure_rate": 0.7})
         freed = agents["download_then_freed"]
         wait_until(lambda: read_state(freed.data_dir) == "downloading" and part_size(freed.data_dir) > 0, 60,
                    "the download to start on the nearly full disk")
@@ -70,14 +71,15 @@ def test_disk_full_during_download_and_installation(fleet, fault_summary, tmp_pa
         time.sleep(1.5)  # retries against the full disk make no progress
         assert part_size(freed.data_dir) == stuck_at and read_state(freed.data_dir) == "downloading"
         disks["download_then_freed"].unfill()
-        final = fleet.wait(deployment, timeout=120)
+        final = fleet.wait_rollout(rollout, timeout=120)
 
-        targets = {target["device_id"]: target for target in final["targets"]}
-        assert targets[freed.device_id]["state"] == "succeeded", targets[freed.device_id]
+        assert final["state"] == "succeeded", final
+        devices = {device["device_id"]: device for device in final["device_details"]}
+        assert devices[freed.device_id]["status"] == "succeeded", devices[freed.device_id]
         for kind in ("download_full", "install_full"):
-            target = targets[agents[kind].device_id]
-            assert target["state"] == "failed", (kind, target)
-            assert "No space left on device" in (target["reason"] or ""), (kind, target)
+            device = devices[agents[kind].device_id]
+            assert (device["status"], device["agent_state"]) == ("failed", "failed"), (kind, device)
+            assert "No space left on device" in (device["reason"] or ""), (kind, device)
         during = check_fleet(fleet, NAME, old, new, final)
         assert during == {"old": 2, "new": 1, "none": 0, "inconsistent": 0}
         for kind in ("download_full", "install_full"):  # the failed attempt gave its space back
@@ -87,8 +89,8 @@ def test_disk_full_during_download_and_installation(fleet, fault_summary, tmp_pa
         for kind in ("download_full", "install_full"):
             disks[kind].unfill()
         retried = [agents["download_full"], agents["install_full"]]
-        again = fleet.wait(fleet.deploy(NAME, new, retried), timeout=120)
-        assert states_of(again) == {"succeeded": 2}
+        again = fleet.roll_out(NAME, new, retried)
+        assert again["state"] == "succeeded" and states_of(again) == {"succeeded": 2}
         counts = check_fleet(fleet, NAME, old, new, again, cli=True)
         assert counts["new"] == len(fleet.agents)
         mechanism = disks["download_full"].mechanism
@@ -103,7 +105,8 @@ def test_disk_full_during_download_and_installation(fleet, fault_summary, tmp_pa
 
     fault_summary(ScenarioRecord(
         scenario="disk_full", devices=len(fleet.agents), serving=counts,
-        final_state={"while_full": states_of(final), "after_space_freed": states_of(again)},
+        final_state={"rollout_while_full": {"state": final["state"], **states_of(final)},
+                     "rollout_after_space_freed": {"state": again["state"], **states_of(again)}},
         faults={"file_system": mechanism, "free_bytes_at_deploy": left, "download_stuck_at_bytes": stuck_at},
         duration_s=round(time.monotonic() - started, 1),
         notes="download_then_freed resumed once space was freed and installed; download_full and install_full "

@@ -7,7 +7,7 @@ on it, latency and loss are ``tc netem`` on it. What the kernel cannot do here i
 relays, which are the toolkit's fault proxies; without namespaces the devices run on loopback
 behind the same proxies. The summary records which mechanism made each fault.
 
-A new release goes to five devices, each on its own bad network:
+A staged rollout takes a new release to five devices, each on its own bad network:
 
 - ``latency``: 150 ms one way on every packet (or chunk);
 - ``loss``: lost packets (or stalled chunks and the odd reset connection);
@@ -15,8 +15,9 @@ A new release goes to five devices, each on its own bad network:
 - ``partition_mid_download``: cut off once a third of the artifact arrived, healed 6 s later;
 - ``flapping``: every connection reset three times during the deployment.
 
-All five install the release; meanwhile a partitioned device's target stays unfinished on the
-server (never failed for being unreachable), and afterwards each serves the new model.
+All five install the release and the rollout succeeds; meanwhile a partitioned device stays
+"notified" in the rollout (never failed for being unreachable), and afterwards each serves the
+new model.
 """
 
 from __future__ import annotations
@@ -114,7 +115,7 @@ def test_latency_loss_flapping_and_partitions(fleet, fault_summary) -> None:
     faults.loss(agents["loss"])
     faults.partition(agents["partition_before_directive"])
     faults.slow(agents["partition_mid_download"], SLOW_LINK_BPS)
-    deployment = fleet.deploy(NAME, new, fleet.agents)
+    rollout = fleet.rollout(NAME, new, fleet.agents)
 
     cut_off = agents["partition_mid_download"]
     wait_until(lambda: part_bytes(cut_off) >= RELEASE_BYTES // 3, 60, "a third of the download")
@@ -123,23 +124,24 @@ def test_latency_loss_flapping_and_partitions(fleet, fault_summary) -> None:
     for _ in range(3):
         resets += faults.flap(agents["flapping"])
         time.sleep(PARTITION_S / 3)
-    targets = {t["device_id"]: t for t in fleet.client.deployment(deployment)["targets"]}
-    for kind in ("partition_before_directive", "partition_mid_download"):  # unreachable is not failed
-        assert targets[agents[kind].device_id]["state"] not in ("succeeded", "failed", "rejected"), targets
+    devices = {d["device_id"]: d for d in fleet.client.rollout(rollout)["device_details"]}
+    for kind in ("partition_before_directive", "partition_mid_download"):  # unreachable is pending, not failed
+        assert devices[agents[kind].device_id]["status"] == "notified", devices
     assert read_state(cut_off.data_dir) == "downloading"
     stuck_at = part_bytes(cut_off)
     faults.heal(agents["partition_before_directive"])
     faults.heal(cut_off)
 
-    final = fleet.wait(deployment, timeout=120)
-    assert states_of(final) == {"succeeded": len(CASES)}, final["targets"]
+    final = fleet.wait_rollout(rollout, timeout=120)
+    assert final["state"] == "succeeded" and states_of(final) == {"succeeded": len(CASES)}, final["device_details"]
     counts = check_fleet(fleet, NAME, old, new, final, cli=True)
     assert counts["new"] == len(CASES)
     resumed = [head for head in cut_off.artifact_proxy.request_heads if "range: bytes=" in head.lower()]
     assert resumed, "the download after the partition resumed with Range"
 
     fault_summary(ScenarioRecord(
-        scenario="network_faults", devices=len(fleet.agents), serving=counts, final_state=states_of(final),
+        scenario="network_faults", devices=len(fleet.agents), serving=counts,
+        final_state={"rollout": final["state"], **states_of(final)},
         network_mechanism="; ".join(f"{fault}: {how}" for fault, how in sorted(faults.used.items())),
         faults={"cases": list(CASES), "partition_s": PARTITION_S, "connections_reset_while_flapping": resets,
                 "download_bytes_when_partitioned": stuck_at,

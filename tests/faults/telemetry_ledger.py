@@ -1,0 +1,106 @@
+"""Telemetry windows the devices produced against what the server stored: lost, duplicated, evicted.
+
+Every device numbers its windows 1, 2, 3, ... in its store-and-forward queue (``agent.telemetry.
+queue``: ``next_seq``, the windows still queued, and the total it evicted at its byte bound). A
+window leaves the queue when the broker acknowledged it; from then on the server must store it
+exactly once. So, per device, once the pipeline settled:
+
+- ``lost``: windows no longer queued, not stored, beyond what the device evicted;
+- ``duplicates``: stored rows beyond one per (device, seq) (the server's key is
+  (device, window start, seq), so a window counted twice would be a second row for a seq);
+- ``sent``: windows that left the queue acknowledged (produced - queued - evicted);
+- ``stored``: distinct windows stored, not counting ones still queued (in flight).
+
+Reads the device queues and the server's SQLite database read-only, beside the running processes.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from fleet_server.processes import WaitTimeoutError, wait_until
+from tests.faults.toolkit.summary import TelemetryCount
+
+QUEUE_FILE = Path("telemetry") / "queue.db"
+
+
+@dataclass(frozen=True)
+class DeviceQueue:
+    produced: int
+    queued: frozenset[int]
+    evicted: int
+
+
+def _read_only(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+
+
+def device_queue(data_dir: Path) -> DeviceQueue:
+    path = Path(data_dir) / QUEUE_FILE
+    if not path.exists():
+        return DeviceQueue(0, frozenset(), 0)
+    connection = _read_only(path)
+    try:
+        meta = dict(connection.execute("SELECT key, value FROM meta").fetchall())
+        queued = frozenset(seq for (seq,) in connection.execute("SELECT seq FROM windows"))
+    finally:
+        connection.close()
+    return DeviceQueue(int(meta.get("next_seq", 1)) - 1, queued, int(meta.get("evicted_total", 0)))
+
+
+def stored_windows(server_db: Path) -> dict[str, Counter[int]]:
+    """Rows per (device, seq) in the server's ``telemetry_window`` table."""
+    connection = _read_only(server_db)
+    try:
+        rows = connection.execute("SELECT device_id, seq, COUNT(*) FROM telemetry_window GROUP BY device_id, seq")
+        stored: dict[str, Counter[int]] = {}
+        for device_id, seq, count in rows:
+            stored.setdefault(device_id, Counter())[int(seq)] = int(count)
+        return stored
+    finally:
+        connection.close()
+
+
+@dataclass(frozen=True)
+class Ledger:
+    count: TelemetryCount
+    missing: dict[str, list[int]]  # per device: windows gone from its queue and not stored
+
+    @property
+    def settled(self) -> bool:
+        return self.count.lost == 0
+
+
+def take_ledger(devices: Mapping[str, Path], server_db: Path) -> Ledger:
+    """The ledger of ``devices`` (device id -> data directory) against the server's database now."""
+    stored = stored_windows(server_db)
+    totals = Counter[str]()
+    missing: dict[str, list[int]] = {}
+    for device_id, data_dir in devices.items():
+        queue = device_queue(data_dir)
+        rows = stored.get(device_id, Counter())
+        left = set(range(1, queue.produced + 1)) - queue.queued
+        gone = sorted(left - set(rows))
+        if gone:
+            missing[device_id] = gone
+        totals["sent"] += queue.produced - len(queue.queued) - queue.evicted
+        totals["stored"] += len(set(rows) - queue.queued)
+        totals["duplicates"] += sum(count - 1 for count in rows.values())
+        totals["lost"] += max(0, len(gone) - queue.evicted)
+        totals["evicted"] += queue.evicted
+    count = TelemetryCount(sent=totals["sent"], stored=totals["stored"], duplicates=totals["duplicates"],
+                           lost=totals["lost"], evicted=totals["evicted"])
+    return Ledger(count, missing)
+
+
+def settled_ledger(devices: Mapping[str, Path], server_db: Path, timeout: float = 60.0) -> Ledger:
+    """The ledger once every window that left a device is stored (or ``timeout`` passed: then as it is)."""
+    try:
+        return wait_until(lambda: (ledger := take_ledger(devices, server_db)).settled and ledger, timeout,
+                          "every acknowledged telemetry window to be stored", interval=0.5)
+    except WaitTimeoutError:
+        return take_ledger(devices, server_db)
