@@ -76,6 +76,9 @@ def clone_tree(source: Path, target: Path, skip: set[str]) -> int:
             subdirectories[:] = [name for name in subdirectories if name not in skip]
             files = [name for name in files if name not in skip]
         (target / relative).mkdir(parents=True, exist_ok=True)
+        for name in [name for name in subdirectories if (Path(directory) / name).is_symlink()]:
+            subdirectories.remove(name)  # a link to a directory: recreated as a link, not walked
+            os.symlink(os.readlink(Path(directory) / name), target / relative / name)
         for name in files:
             origin, copy = Path(directory) / name, target / relative / name
             if origin.is_symlink():

@@ -2,6 +2,7 @@
 dependencies (cached), and A/B agent slots made from them, as install.sh makes them."""
 
 import hashlib
+import importlib.metadata
 import json
 import os
 import platform
@@ -9,6 +10,8 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+from agent.selfupdate.installer import clone_tree, site_packages
 
 REPO = Path(__file__).resolve().parents[2]
 FIRMWARE = REPO / "firmware_images"
@@ -64,7 +67,11 @@ def make_layout(root: Path, wheel: Path, wheels: Path, extras: str = "agent") ->
     """An A/B install root like install.sh leaves it: slot a installed, current and confirmed -> slots/a."""
     slot = root / "slots" / "a"
     slot.parent.mkdir(parents=True)
-    run([BASE_PYTHON, "-m", "venv", str(slot)])
+    run([BASE_PYTHON, "-m", "venv", "--without-pip", str(slot)])
+    packages = site_packages(slot)
+    pip = importlib.metadata.distribution("pip")  # this interpreter's pip, hard-linked in (ensurepip is slow)
+    for entry in {"pip", Path(str(pip._path)).name}:  # type: ignore[attr-defined]
+        clone_tree(Path(str(pip.locate_file(entry))), packages / entry, set())
     run([str(slot / "bin" / "python"), "-m", "pip", "install", *PIP_QUIET, "--no-index", "--no-cache-dir",
          "--find-links", str(wheels), f"{wheel}[{extras}]"])
     (root / "install.json").write_text(json.dumps({"python": BASE_PYTHON, "extras": extras}))

@@ -34,12 +34,13 @@ def write_wheel(path: Path, files: Mapping[str, bytes], dist_info: str) -> Path:
 
 def make_wheel(directory: Path, version: str = "9.9.9", name: str = "edgefleet",
                extra: Mapping[str, bytes] | None = None, entry_points: str = ENTRY_POINTS,
-               tag: str = "py3-none-any") -> Path:
+               tag: str = "py3-none-any", requires: tuple[str, ...] = ()) -> Path:
     """A minimal wheel of ``name`` (by default one the agent accepts as its bundle)."""
     dist_info = f"{name}-{version}.dist-info"
     files = {
         "agent/__init__.py": f'__version__ = "{version}"\n'.encode(),
-        f"{dist_info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),
+        f"{dist_info}/METADATA": (f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+                                  + "".join(f"Requires-Dist: {item}\n" for item in requires)).encode(),
         f"{dist_info}/WHEEL": f"Wheel-Version: 1.0\nGenerator: edgefleet-tests\nRoot-Is-Purelib: true\nTag: {tag}\n"
         .encode(),
         f"{dist_info}/entry_points.txt": entry_points.encode(),
