@@ -389,3 +389,26 @@ def histogram_quantile(counts: tuple[int, ...] | list[int], q: float,
             return low + (high - low) * fraction
         seen += count
     return edges[-1]
+
+
+def histogram_quantiles(counts: tuple[int, ...] | list[int], qs: tuple[float, ...],
+                        edges: tuple[float, ...] = LATENCY_EDGES_MS) -> tuple[float | None, ...]:
+    """``histogram_quantile`` for several ``qs`` (ascending) in one pass over the bins."""
+    total = sum(counts)
+    if total <= 0:
+        return (None,) * len(qs)
+    found: list[float] = []
+    seen = 0
+    for index, count in enumerate(counts):
+        while count and len(found) < len(qs) and seen + count >= qs[len(found)] * total:
+            rank = qs[len(found)] * total
+            if index == 0:
+                found.append(edges[0])
+            elif index > len(edges) - 1:
+                found.append(edges[-1])
+            else:
+                low, high = edges[index - 1], edges[index]
+                fraction = min(1.0, max(0.0, (rank - seen) / count))
+                found.append(low * (high / low) ** fraction if low > 0 else low + (high - low) * fraction)
+        seen += count
+    return tuple(found) + (edges[-1],) * (len(qs) - len(found))

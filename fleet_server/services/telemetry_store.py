@@ -7,18 +7,19 @@ enrolled are dropped. The reference profile a window was binned on is copied
 from the artifact store into the database the first time it is seen.
 """
 
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import JSON, Connection, Engine, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from agent.protocol.telemetry import TelemetryWindow, histogram_quantile
+from agent.protocol.telemetry import TelemetryWindow, histogram_quantiles
 from fleet_server.core.db import write_session
-from fleet_server.core.types import from_unix, utcnow
+from fleet_server.core.types import UTCDateTime, from_unix, utcnow
 from fleet_server.drift.profiles import record_from_store
 from fleet_server.models.device import Device
 from fleet_server.models.pki import DeviceRevocation
@@ -30,6 +31,14 @@ logger = logging.getLogger(__name__)
 WINDOWS = TelemetryWindowRecord.__table__  # type: ignore[attr-defined]
 PROFILES = ReferenceProfileRecord.__table__  # type: ignore[attr-defined]
 KEY = ["device_id", "window_start", "seq"]
+QUANTILES = (0.50, 0.95, 0.99)
+QUANTILE_COLUMNS = ("latency_p50_ms", "latency_p95_ms", "latency_p99_ms")
+JSON_COLUMNS = frozenset(column.name for column in WINDOWS.columns if isinstance(column.type, JSON))
+TIME_COLUMNS = frozenset(column.name for column in WINDOWS.columns if isinstance(column.type, UTCDateTime))
+SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"  # how SQLAlchemy's SQLite dialect stores DATETIME (UTC, naive)
+SQLITE_INSERT = (f"INSERT INTO telemetry_window ({', '.join(column.name for column in WINDOWS.columns)}) "
+                 f"VALUES ({', '.join('?' for _ in WINDOWS.columns)}) "
+                 f"ON CONFLICT ({', '.join(KEY)}) DO NOTHING")
 
 
 @dataclass(frozen=True)
@@ -52,9 +61,7 @@ def window_row(window: TelemetryWindow, received_at: datetime) -> dict[str, Any]
         "model_version": window.model.version if window.model else None,
         "requests": window.requests,
         "errors": window.errors,
-        "latency_p50_ms": histogram_quantile(latency, 0.50),
-        "latency_p95_ms": histogram_quantile(latency, 0.95),
-        "latency_p99_ms": histogram_quantile(latency, 0.99),
+        **dict(zip(QUANTILE_COLUMNS, histogram_quantiles(latency, QUANTILES), strict=True)),
         "latency_counts": latency,
         "profile_sha256": features.profile_sha256 if features else None,
         "feature_counts": [list(row) for row in features.counts] if features else None,
@@ -76,6 +83,25 @@ def window_row(window: TelemetryWindow, received_at: datetime) -> dict[str, Any]
 def _insert(connection: Connection, table: Any, index_elements: list[str]) -> Any:
     dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
     return dialect.insert(table).on_conflict_do_nothing(index_elements=index_elements)
+
+
+def _sqlite_value(name: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if name in JSON_COLUMNS:
+        return json.dumps(value, separators=(",", ":"))
+    if name in TIME_COLUMNS:
+        return value.astimezone(UTC).strftime(SQLITE_TIME)
+    return value
+
+
+def _insert_sqlite(connection: Connection, rows: list[dict[str, Any]]) -> int:
+    """The same insert through the driver's executemany: SQLAlchemy's per-row bind processing is most
+    of the cost of a batch on SQLite. Values are stored exactly as the typed columns store them."""
+    names = [column.name for column in WINDOWS.columns]
+    result = connection.exec_driver_sql(SQLITE_INSERT, [tuple(_sqlite_value(name, row[name]) for name in names)
+                                                         for row in rows])
+    return int(result.rowcount)  # sqlite3 counts the rows executemany inserted (conflicts excluded)
 
 
 class TelemetryStore:
@@ -101,7 +127,9 @@ class TelemetryStore:
             self._ensure_profiles(connection, accepted)
             rows = [window_row(window, received_at) for window in accepted]
             stored = 0
-            if rows:
+            if rows and connection.dialect.name == "sqlite":
+                stored = _insert_sqlite(connection, rows)
+            elif rows:
                 inserted = connection.execute(_insert(connection, WINDOWS, KEY).returning(WINDOWS.c.seq), rows)
                 stored = len(inserted.all())  # RETURNING lists only the rows the conflict clause let in
         return StoreResult(stored, len(accepted) - stored, len(windows) - len(accepted))
