@@ -112,8 +112,8 @@ class AgentDaemon:
         self.telemetry.accumulator.set_shadow_source(self.shadow.take_report)
         self.link.add_connect_listener(self.telemetry.on_connected)
         self.link.add_publish_listener(self.telemetry.on_puback)
-        self.heartbeat = Heartbeat(config.heartbeat_interval_s, self._publish_presence)
-        self.link.add_connect_listener(self._publish_presence)
+        self.heartbeat = Heartbeat(config.heartbeat_interval_s, self._report)
+        self.link.add_connect_listener(self._report)
         self.tracker.add_listener(self._on_transition)
 
     def start(self) -> None:
@@ -195,6 +195,12 @@ class AgentDaemon:
     def _publish_presence(self) -> None:
         if self.link.connected.is_set():
             self.link.publish_presence(self.presence.online())
+
+    def _report(self) -> None:
+        """At (re)connect and every heartbeat: presence, and the deployment state once more (repairs a lost status)."""
+        self._publish_presence()
+        if self.link.connected.is_set():
+            self.tracker.republish()
 
     def _on_transition(self, record: DeploymentRecord) -> None:
         if record.state in FINAL_STATES:

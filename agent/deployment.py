@@ -88,14 +88,27 @@ class DeploymentTracker:
         log.info("event=state_change device=%s from=%s to=%s seq=%d release=%s version=%s reason=%r",
                  self.device_id, previous.state, target, record.sequence, record.release_name,
                  record.release_version, reason)
-        self._publish(StatusMessage(self.device_id, target.value, record.sequence, record.release_name,
-                                    record.release_version, record.variant, _clip(reason)))
+        self._publish(self._status_of(record))
         for listener in self._listeners:
             try:
                 listener(record)
             except Exception:
                 log.exception("event=state_listener_failed")
         return target
+
+    def republish(self) -> None:
+        """Send the current state again, as first sent (same timestamp: the server recognises the repeat).
+
+        Called at every (re)connect and heartbeat, so a status that never reached the server (the broker
+        acknowledged it and lost it, e.g. restarted before the server subscribed again) arrives after all.
+        """
+        with self._lock:
+            if self._record.sequence > 0 and self._record.state is not State.IDLE:
+                self._publish(self._status_of(self._record))
+
+    def _status_of(self, record: DeploymentRecord) -> StatusMessage:
+        return StatusMessage(self.device_id, record.state.value, record.sequence, record.release_name,
+                             record.release_version, record.variant, _clip(record.reason), record.updated_at)
 
     def _publish(self, message: StatusMessage) -> None:
         try:
