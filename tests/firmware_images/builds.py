@@ -73,7 +73,7 @@ def make_layout(root: Path, wheel: Path, wheels: Path, extras: str = "agent") ->
     for entry in {"pip", Path(str(pip._path)).name}:  # type: ignore[attr-defined]
         clone_tree(Path(str(pip.locate_file(entry))), packages / entry, set())
     run([str(slot / "bin" / "python"), "-m", "pip", "install", *PIP_QUIET, "--no-index", "--no-cache-dir",
-         "--find-links", str(wheels), f"{wheel}[{extras}]"])
+         "--no-compile", "--find-links", str(wheels), f"{wheel}[{extras}]"])  # no .pyc: saves CPU in CI
     (root / "install.json").write_text(json.dumps({"python": BASE_PYTHON, "extras": extras}))
     for link in ("current", "confirmed"):
         (root / link).symlink_to("slots/a")
