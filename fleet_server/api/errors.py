@@ -7,6 +7,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fleet_server.core.validation import describe_validation_errors
@@ -77,6 +78,13 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return _error(exc.status_code, str(exc.detail), dict(exc.headers or {}))
 
 
+async def _out_of_range(request: Request, exc: Exception) -> JSONResponse:
+    """A number the database cannot hold (e.g. an id past 2**63): the request is invalid, not the server."""
+    logger.info("server event=request_refused method=%s path=%s status=422 reason=out_of_range", request.method,
+                request.url.path)
+    return _error(422, "a value in the request is out of range")
+
+
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     logger.exception("server event=request_crashed method=%s path=%s error=%s", request.method,
                      request.url.path, type(exc).__name__)
@@ -87,4 +95,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(FleetServerError, _fleet_server_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(OverflowError, _out_of_range)  # SQLite: integer too large to bind
+    app.add_exception_handler(DataError, _out_of_range)  # PostgreSQL: value out of range for its column
     app.add_exception_handler(Exception, _unexpected_error)
