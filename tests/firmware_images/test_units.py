@@ -71,3 +71,13 @@ def test_agent_unit_restarts_into_a_new_slot_and_is_hardened() -> None:
     assert "/opt/edgefleet-agent/current/bin/edgefleet-agent" in service["ExecStart"]
     assert service["User"] == "edgefleet" and service["ProtectSystem"] == "strict"
     assert service["NoNewPrivileges"] == "yes" and service["ReadWritePaths"] == "/opt/edgefleet-agent"
+
+
+@pytest.mark.parametrize(("unit", "threshold"), [(UNITS[0], 25), (UNITS[1], 35)])
+def test_units_stay_hardened(unit: str, threshold: int, tmp_path: Path) -> None:
+    """systemd's own exposure score (0-100; 18 and 27 when written) must not creep up."""
+    unit_file = FIRMWARE / "systemd" / unit
+    argv = ["systemd-analyze", "security", "--offline=yes", f"--threshold={threshold}", str(unit_file)]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "Overall exposure level" in result.stdout
