@@ -31,7 +31,7 @@ class SimulatedFleet:
                     "--data-root", str(root / "devices"), "--server", server.url, "--token", server.bootstrap_token,
                     "--prefix", prefix, "--start-index", str(number * per_process), "--tag", tag, *extra_args]
             if traffic is not None:
-                argv += ["--traffic", str(traffic), "--traffic-interval", "0.2"]
+                argv += ["--traffic", str(traffic), "--traffic-interval", "0.5"]
             self.processes.append(ManagedProcess(f"simulator-{prefix}-{number}", argv,
                                                  root / f"simulator-{number}.log", env={**os.environ, **(env or {})}))
 
