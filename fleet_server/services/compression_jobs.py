@@ -41,6 +41,7 @@ from fleet_server.models.registry import ModelRecord, ModelVersion
 from fleet_server.models.release import ReleaseRecord
 from fleet_server.services import registry
 from fleet_server.services.artifact_store import ArtifactStore
+from fleet_server.services.audit import record_audit
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ def settings_from_request(request: CompressionRequest) -> CompressionSettings:
 
 
 def submit(session: Session, datasets: ArtifactStore, name: str, version: int, request: CompressionRequest,
-           actor: str) -> CompressionJob:
+           actor: str, owner: str) -> CompressionJob:
     """Check everything that can be checked without running, then queue the job."""
     settings = settings_from_request(request)
     for what, sha256 in (("calibration", request.calibration_sha256), ("validation", request.validation_sha256)):
@@ -92,8 +93,12 @@ def submit(session: Session, datasets: ArtifactStore, name: str, version: int, r
     assert row.id is not None
     job = CompressionJob(model_version_id=row.id, settings=settings.to_dict(),
                          calibration_sha256=request.calibration_sha256, validation_sha256=request.validation_sha256,
-                         created_by=actor)
+                         created_by=actor[:128], owner=owner)
     session.add(job)
+    session.flush()
+    record_audit(session, actor, "compression.queued", {"name": name, "version": version, "job": job.id,
+                                                        "variants": list(settings.variants or ()),
+                                                        "calibration_sha256": request.calibration_sha256})
     session.commit()
     logger.info("server event=compression_queued job=%d model=%s version=%d variants=%s", job.id, name, version,
                 ",".join(settings.variants or ("all",)))
@@ -161,10 +166,12 @@ def heartbeat(engine: Engine, owner: str, job_ids: list[int]) -> None:
 
 def record_success(engine: Engine, job_id: int, variants: list[StoredVariant], profile_sha256: str,
                    report: dict[str, Any]) -> None:
-    """The variants, the report and ``succeeded`` in one transaction."""
+    """The variants, the report and ``succeeded`` in one transaction (dropped if the job was failed meanwhile)."""
     with write_session(engine) as session:
         job = session.get(CompressionJob, job_id)
-        assert job is not None and job.id is not None
+        if job is None or job.id is None or job.status != JOB_RUNNING:
+            logger.warning("server event=compression_result_dropped job=%d reason=no_longer_running", job_id)
+            return
         for position, variant in enumerate(variants):
             session.add(ModelVariant(job_id=job.id, model_version_id=job.model_version_id, position=position,
                                      name=variant.name, runtime=variant.runtime, precision=variant.precision,

@@ -133,3 +133,41 @@ def test_tflite_upload_is_quantized_with_ai_edge_quantizer(api: Api, datasets: t
     assert all(variant["runtime"] == "tflite" for variant in job["variants"])
     release = api.release("digits-tflite-compressed", version).json()
     assert [variant["name"] for variant in release["variants"]] == ["tflite-int8", "tflite-fp16", "tflite-original"]
+
+
+def _insert_job(api: Api, name: str, version: int, status: str, heartbeat_age_s: float) -> int:
+    from datetime import timedelta
+
+    from sqlmodel import Session
+
+    from fleet_server.core.types import utcnow
+    from fleet_server.models.compression import CompressionJob
+    from fleet_server.services import registry
+
+    with Session(api.runtime.engine) as session:
+        row = registry.get_version(session, name, version)
+        job = CompressionJob(model_version_id=row.id, status=status, calibration_sha256="ab" * 32,
+                             heartbeat_at=utcnow() - timedelta(seconds=heartbeat_age_s), owner="elsewhere")
+        session.add(job)
+        session.commit()
+        return job.id
+
+
+def test_unfinished_job_blocks_release_and_a_dead_one_is_failed(api: Api, mlp_path: Path,
+                                                                datasets: tuple[str, str]) -> None:
+    version = api.upload(mlp_path, name="digits-busy").json()["version"]
+    live_job = _insert_job(api, "digits-busy", version, "running", heartbeat_age_s=0)
+    blocked = api.release("digits-busy", version)
+    assert blocked.status_code == 409 and f"compression job {live_job}" in blocked.json()["detail"]
+    again = api.post(f"/models/digits-busy/versions/{version}/compress", json={"calibration_sha256": datasets[0]})
+    assert again.status_code == 409 and "running" in again.json()["detail"]
+
+    other = api.upload(mlp_path, name="digits-dead").json()["version"]
+    dead_job = _insert_job(api, "digits-dead", other, "running", heartbeat_age_s=3600)
+    shown = api.get(f"/compression-jobs/{dead_job}").json()
+    assert shown["status"] == "failed" and "stopped before it finished" in shown["error"]
+    response = api.post(f"/models/digits-dead/versions/{other}/compress",
+                        json={"calibration_sha256": datasets[0], "variants": ["onnx-fp16"], **FAST})
+    assert response.status_code == 202, response.text
+    assert wait_for_job(api, response.json()["id"])["status"] == "succeeded"
+    assert api.get(f"/compression-jobs/{dead_job}").json()["status"] == "failed"

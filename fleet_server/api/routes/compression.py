@@ -82,7 +82,7 @@ def _store_dataset(worker: CompressionWorker, staged: StagedFile) -> DatasetPubl
 def compress_version(name: str, version: int, body: CompressionRequest, session: SessionDep, worker: WorkerDep,
                      caller: OperatorDep) -> CompressionJobPublic:
     """Queue a compression job; follow it at ``GET /compression-jobs/{id}``."""
-    job = compression_jobs.submit(session, worker.datasets, name, version, body, caller.name)
+    job = compression_jobs.submit(session, worker.datasets, name, version, body, caller.name, worker.owner)
     assert job.id is not None
     worker.enqueue(job.id)
     return compression_jobs.job_public(session, job)
