@@ -76,9 +76,9 @@ def list_devices(session: SessionDep, _viewer: ViewerDep, response: Response,
 
 
 @router.patch("/{device_id}/tags", response_model=DevicePublic)
-def change_tags(device_id: str, body: DeviceTagsUpdate, session: SessionDep, _operator: OperatorDep) -> DevicePublic:
+def change_tags(device_id: str, body: DeviceTagsUpdate, session: SessionDep, caller: OperatorDep) -> DevicePublic:
     """Add and remove tags (a tag in both lists is added)."""
-    device_tags.update_tags(session, device_id, body.add, body.remove)
+    device_tags.update_tags(session, device_id, body.add, body.remove, caller.name)
     return devices.device_public(session, device_id)
 
 
