@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
-from sqlmodel import Session, col, or_, select
+from sqlmodel import Session, col, select
 
 from fleet_server.core.db import begin_write
 from fleet_server.core.types import utcnow
@@ -40,6 +40,7 @@ logger = logging.getLogger(__name__)
 TICKED_STATES = (RolloutState.RUNNING.value, RolloutState.PAUSED.value, RolloutState.ROLLING_BACK.value)
 GATED_STATES = (RolloutState.RUNNING.value, RolloutState.PAUSED.value)
 STRAGGLER_WINDOW = timedelta(days=1)  # finished rollouts still follow late reports this long
+STRAGGLER_STATUSES = (DeviceStatus.NOTIFIED.value, DeviceStatus.ROLLING_BACK.value, DeviceStatus.TIMED_OUT.value)
 
 
 @dataclass(frozen=True)
@@ -124,11 +125,14 @@ class RolloutController:
         return True
 
     def _due(self, now: datetime) -> list[int]:
+        """Rollouts in progress, and finished ones still waiting for devices that may report late."""
         with Session(self.engine) as session:
-            return list(session.exec(select(Rollout.id).where(or_(
-                col(Rollout.state).in_(TICKED_STATES),
-                col(Rollout.finished_at) > now - STRAGGLER_WINDOW,
-            )).order_by(col(Rollout.id))))
+            active = set(session.exec(select(Rollout.id).where(col(Rollout.state).in_(TICKED_STATES))))
+            late = set(session.exec(
+                select(RolloutDevice.rollout_id).join(Rollout, col(Rollout.id) == RolloutDevice.rollout_id)
+                .where(col(Rollout.finished_at) > now - STRAGGLER_WINDOW,
+                       col(RolloutDevice.status).in_(STRAGGLER_STATUSES)).distinct()))
+        return sorted(active | late)
 
     def tick_rollout(self, rollout_id: int, now: datetime) -> list[policy.Action]:
         health = self._health_for(rollout_id, now)
@@ -138,7 +142,7 @@ class RolloutController:
                 session.rollback()
                 self.leader = False
                 return []
-            rollout = session.get(Rollout, rollout_id)
+            rollout = session.exec(select(Rollout).where(Rollout.id == rollout_id).with_for_update()).first()
             if rollout is None:
                 session.rollback()
                 return []

@@ -28,8 +28,10 @@ from fleet_server.services.audit import record_audit
 logger = logging.getLogger(__name__)
 
 
-def get_rollout(session: Session, rollout_id: int) -> Rollout:
-    rollout = session.get(Rollout, rollout_id)
+def get_rollout(session: Session, rollout_id: int, lock: bool = False) -> Rollout:
+    """The rollout; ``lock``: row-locked for the transaction (operators and the controller never interleave)."""
+    statement = select(Rollout).where(Rollout.id == rollout_id)
+    rollout = session.exec(statement.with_for_update() if lock else statement).first()
     if rollout is None:
         raise RolloutNotFoundError(f"rollout {rollout_id} not found")
     return rollout
@@ -130,7 +132,7 @@ def operate(session: Session, rollout_id: int, operation: Operation, actor: str,
             reason: str | None = None) -> Rollout:
     """Start, pause, resume, abort or roll back a rollout (409 when its state does not allow it)."""
     begin_write(session)
-    rollout = get_rollout(session, rollout_id)
+    rollout = get_rollout(session, rollout_id, lock=True)
     state = RolloutState(rollout.state)
     target = operation_result(state, operation)
     if target is None:
@@ -175,7 +177,7 @@ def drop_shadow(session: Session, rollout_id: int, actor: str) -> Rollout:
 def promote_shadow(session: Session, rollout_id: int, request: PromoteRequest, actor: str) -> Rollout:
     """Install a shadow rollout's candidate for real on the devices that ran it (a new install rollout)."""
     begin_write(session)
-    source = get_rollout(session, rollout_id)
+    source = get_rollout(session, rollout_id, lock=True)
     if source.action != Action.SHADOW.value:
         raise RolloutStateError(f"rollout {rollout_id} is not a shadow rollout")
     if source.state not in (RolloutState.RUNNING.value, RolloutState.PAUSED.value, RolloutState.SUCCEEDED.value):
