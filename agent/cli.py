@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     enroll = commands.add_parser("enroll", help="enroll this device with a fleet server")
     enroll.add_argument("--server", help="fleet server URL, e.g. http://fleet.example:8000")
-    enroll.add_argument("--token", required=True, help="the server's bootstrap token")
+    enroll.add_argument("--token", required=True,
+                        help="a bootstrap token ('edgefleet device token create'; single use, expires)")
     enroll.add_argument("--device-id", help="device id (default: config device_id, else the sanitized hostname)")
     enroll.add_argument("--tag", action="append", dest="tags", help="tag for deployments by tag (repeatable)")
     enroll.add_argument("--timeout", type=float, default=30.0, help="HTTP timeout in seconds")
@@ -111,8 +112,8 @@ def cmd_enroll(config: AgentConfig, args: argparse.Namespace) -> int:
     except ServerUnreachableError as exc:
         raise CliError(str(exc), "check the --server URL and that the fleet server is running", RUNTIME_ERROR) from None
     except EnrollmentError as exc:
-        raise CliError(str(exc), "check --token against the server's EDGEFLEET_BOOTSTRAP_TOKEN",
-                       RUNTIME_ERROR) from None
+        raise CliError(str(exc), "bootstrap tokens are single use and expire: get a new one "
+                       "('edgefleet device token create')", RUNTIME_ERROR) from None
     print(json.dumps({"device_id": enrollment.device_id, "server_url": enrollment.server_url,
                       "mqtt_url": enrollment.mqtt_url, "data_dir": str(config.data_dir)}))
     return 0
