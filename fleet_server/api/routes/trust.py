@@ -66,4 +66,6 @@ def reload_keys(runtime: RuntimeDep, session: SessionDep, caller: AdminDep) -> K
     keyring = load_keyring(runtime.settings.resolved_key_dir)
     added = root_history.record(session, root_history.keyring_roots(keyring), caller.name)
     runtime.keyring = keyring
+    if runtime.rollouts is not None:
+        runtime.rollouts.keyring = keyring  # the rollout controller signs its directives with the new keys too
     return KeysReloaded(root_version=keyring.root.version, new_root_versions=added)
