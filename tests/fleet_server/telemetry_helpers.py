@@ -7,6 +7,7 @@ from agent.protocol.profile import ReferenceProfile
 from agent.protocol.telemetry import LATENCY_EDGES_MS, FeatureCounts, ModelRef, PredictionCounts, TelemetryWindow
 
 FEATURES = 8
+DEFAULT_MODEL = ModelRef("tele-model", 1)
 
 
 def reference_data(seed: int = 1, rows: int = 4000) -> np.ndarray:
@@ -19,7 +20,7 @@ def make_profile(seed: int = 1) -> ReferenceProfile:
 
 
 def make_window(device_id: str, seq: int, start: float, profile: ReferenceProfile | None = None,
-                model: ModelRef | None = ModelRef("tele-model", 1), rows: int = 300, shift: float = 0.0,
+                model: ModelRef | None = DEFAULT_MODEL, rows: int = 300, shift: float = 0.0,
                 latency_ms: float = 1.0, errors: int = 0, seed: int | None = None,
                 duration: float = 1.0) -> TelemetryWindow:
     rng = np.random.default_rng(seq if seed is None else seed)
