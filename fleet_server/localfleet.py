@@ -87,7 +87,8 @@ class LocalAgent:
         return [str(BIN_DIR / "edgefleet-agent"), "--data-dir", str(self.data_dir), *args]
 
     def enroll(self, server_url: str, token: str, tags: tuple[str, ...] = ()) -> None:
-        argv = self._argv("enroll", "--server", server_url, "--token", token, "--device-id", self.device_id)
+        # "--token=T": a random token may start with "-", which argparse would take for an option
+        argv = self._argv("enroll", "--server", server_url, f"--token={token}", "--device-id", self.device_id)
         for tag in tags:
             argv += ["--tag", tag]
         result = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, **self.extra_env},
