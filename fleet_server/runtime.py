@@ -23,6 +23,7 @@ from fleet_server.mqtt.broker_url import BrokerAddress, parse_mqtt_url
 from fleet_server.mqtt.directive_publisher import DirectivePublisher
 from fleet_server.mqtt.embedded_auth import BrokerAuthenticator
 from fleet_server.mqtt.embedded_broker import EmbeddedBroker
+from fleet_server.mqtt.replica_registry import ReplicaRegistry
 from fleet_server.pki import CA_DIR, FleetCA, open_ca
 from fleet_server.rollouts.controller import ControllerSettings, RolloutController
 from fleet_server.services import certificates, root_history
@@ -49,6 +50,7 @@ class ServerRuntime:
     ca: FleetCA | None = None  # the fleet CA: device certificates, CRL
     rollouts: RolloutController | None = None  # drives staged rollouts (while this replica holds the lease)
     monitor: Monitor | None = None  # drift, latency, error-rate and offline alerts
+    replicas: ReplicaRegistry | None = None  # heartbeat; drains dead replicas' MQTT sessions (external broker)
     _stopped: bool = field(default=False, repr=False)
 
     def device_mqtt_url(self, request_host: str | None) -> str:
@@ -68,6 +70,8 @@ class ServerRuntime:
             self.rollouts.stop()
         if self.monitor is not None:
             self.monitor.stop()
+        if self.replicas is not None:
+            self.replicas.stop()
         self.bridge.stop()
         if self.embedded_broker is not None:
             self.embedded_broker.stop()
@@ -115,6 +119,7 @@ def start_runtime(settings: Settings) -> ServerRuntime:
     embedded: EmbeddedBroker | None = None
     bridge: MqttBridge | None = None
     controller: RolloutController | None = None
+    replicas: ReplicaRegistry | None = None
     try:
         try:
             upgrade_schema(engine)
@@ -153,7 +158,13 @@ def start_runtime(settings: Settings) -> ServerRuntime:
         controller = RolloutController(engine, keyring, publisher, server_id, ControllerSettings(
             settings.rollout_tick_s, settings.rollout_lease_ttl_s, settings.rollout_health_interval_s))
         controller.start()
+        if bridge.persistent_session and bridge.shared_subscription:
+            replicas = ReplicaRegistry(engine, bridge, server_id, settings.replica_heartbeat_s,
+                                       settings.replica_stale_s)
+            replicas.start()
     except BaseException:
+        if replicas is not None:
+            replicas.stop()
         if controller is not None:
             controller.stop()
         if bridge is not None:
@@ -165,4 +176,4 @@ def start_runtime(settings: Settings) -> ServerRuntime:
     logger.info("server event=started data_dir=%s database=%s mqtt=%s embedded_broker=%s", data_dir,
                 engine.url.render_as_string(hide_password=True), address.url, embedded is not None)
     return ServerRuntime(settings, engine, keyring, artifacts, admin_token, bootstrap_token, address, bridge,
-                         publisher, embedded, ca, monitor=monitor, rollouts=controller)
+                         publisher, embedded, ca, monitor=monitor, rollouts=controller, replicas=replicas)

@@ -44,6 +44,8 @@ class Settings(BaseSettings, TelemetryConfig):  # telemetry/drift/alert fields: 
     rollout_tick_s: float = Field(default=1.0, gt=0)  # how often the rollout controller acts
     rollout_lease_ttl_s: float = Field(default=15.0, gt=0)  # another replica takes over after this long
     rollout_health_interval_s: float = Field(default=5.0, gt=0)  # how often health gates read telemetry
+    replica_heartbeat_s: float = Field(default=5.0, gt=0)  # replicas on an external broker beat this often
+    replica_stale_s: float = Field(default=30.0, gt=0)  # silent this long: its MQTT session is drained
 
     @field_validator("public_base_url", "mqtt_url", "device_mqtt_url")
     @classmethod

@@ -10,6 +10,7 @@ from fleet_server.models.drift import DriftEvaluation
 from fleet_server.models.pki import DeviceCertificate, DeviceRevocation, TrustedRoot
 from fleet_server.models.registry import ModelRecord, ModelVersion
 from fleet_server.models.release import ReleaseRecord
+from fleet_server.models.replica import ServerReplica
 from fleet_server.models.rollout import ControllerLease, Rollout, RolloutDevice, RolloutPhase
 from fleet_server.models.telemetry import ReferenceProfileRecord, TelemetryWindowRecord
 from fleet_server.models.tokens import ApiToken, BootstrapToken
@@ -19,6 +20,7 @@ __all__ = [
     "ReleaseRecord",
     "Alert", "AlertDelivery", "DriftEvaluation", "ReferenceProfileRecord", "TelemetryWindowRecord",
     "ControllerLease", "Rollout", "RolloutDevice", "RolloutPhase",
+    "ServerReplica",
     "CompressionJob", "ModelVariant", "ReleaseCompression",
     "AuditEntry", "AuditHead", "ApiToken", "BootstrapToken", "DeviceCertificate", "DeviceRevocation", "TrustedRoot",
 ]

@@ -42,8 +42,9 @@ CONSUMED_KINDS = (TopicKind.STATUS, TopicKind.PRESENCE, TopicKind.TELEMETRY)
 class MqttBridge:
     def __init__(self, address: BrokerAddress, engine: Engine, shared_subscription: bool = True,
                  telemetry: TelemetryIngestor | None = None, client_id: str | None = None,
-                 persistent_session: bool = False) -> None:
+                 persistent_session: bool = False, owns_telemetry: bool = True) -> None:
         self.telemetry = telemetry  # None: telemetry is counted and dropped
+        self.owns_telemetry = owns_telemetry  # False: the ingestor is another bridge's (a session drain)
         self.address = address
         self.engine = engine
         self.shared_subscription = shared_subscription
@@ -85,7 +86,7 @@ class MqttBridge:
 
     def start(self) -> None:
         logger.info("server event=mqtt_connecting url=%s client_id=%s", self.address.url, self.client_id)
-        if self.telemetry is not None:
+        if self.telemetry is not None and self.owns_telemetry:
             self.telemetry.start()
         self.client.connect_async(self.address.host, self.address.port, keepalive=KEEPALIVE_S)
         self.client.loop_start()
@@ -99,7 +100,7 @@ class MqttBridge:
         self._connected.clear()
         self.client.disconnect()
         self.client.loop_stop()
-        if self.telemetry is not None:
+        if self.telemetry is not None and self.owns_telemetry:
             self.telemetry.stop()
         logger.info("server event=mqtt_stopped stats=%s", dict(self.stats))
 
