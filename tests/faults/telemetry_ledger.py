@@ -75,14 +75,26 @@ class Ledger:
         return self.count.lost == 0
 
 
+def snapshot(devices: Mapping[str, Path]) -> dict[str, DeviceQueue]:
+    """Every device's queue now (device id -> data directory in, device id -> queue out)."""
+    return {device_id: device_queue(data_dir) for device_id, data_dir in devices.items()}
+
+
 def take_ledger(devices: Mapping[str, Path], server_db: Path) -> Ledger:
     """The ledger of ``devices`` (device id -> data directory) against the server's database now."""
+    return ledger_of(snapshot(devices), server_db)
+
+
+def ledger_of(queues: Mapping[str, DeviceQueue], server_db: Path) -> Ledger:
+    """The windows that had left the devices when ``queues`` was taken, against what the server stored since.
+
+    The device queues are read first: a window that leaves a queue after the snapshot is not expected yet.
+    """
     stored = stored_windows(server_db)
     totals = Counter[str]()
     missing: dict[str, list[int]] = {}
-    for device_id, data_dir in devices.items():
-        queue = device_queue(data_dir)
-        rows = stored.get(device_id, Counter())
+    for device_id, queue in queues.items():
+        rows = Counter({seq: n for seq, n in stored.get(device_id, Counter()).items() if seq <= queue.produced})
         left = set(range(1, queue.produced + 1)) - queue.queued
         gone = sorted(left - set(rows))
         if gone:
@@ -98,9 +110,11 @@ def take_ledger(devices: Mapping[str, Path], server_db: Path) -> Ledger:
 
 
 def settled_ledger(devices: Mapping[str, Path], server_db: Path, timeout: float = 60.0) -> Ledger:
-    """The ledger once every window that left a device is stored (or ``timeout`` passed: then as it is)."""
+    """The ledger once every window that had left a device (when this is called) is stored, or as it is
+    after ``timeout``. Devices go on producing windows meanwhile; those are not waited for."""
+    queues = snapshot(devices)
     try:
-        return wait_until(lambda: (ledger := take_ledger(devices, server_db)).settled and ledger, timeout,
+        return wait_until(lambda: (ledger := ledger_of(queues, server_db)).settled and ledger, timeout,
                           "every acknowledged telemetry window to be stored", interval=0.5)
     except WaitTimeoutError:
-        return take_ledger(devices, server_db)
+        return ledger_of(queues, server_db)

@@ -7,7 +7,7 @@ slot copy and switch). It is started again a moment later. Each victim must come
 consistent slot, finish its deployment (resuming the download with Range, re-verifying,
 settling the interrupted switch) and report it; the other nine are not disturbed.
 
-Verification and installation of 1 MB take milliseconds, so those rounds ship an 8 MB release
+Verification and installation of 1 MB take milliseconds, so those rounds ship a 4 MB release
 and the state file is polled every millisecond; where the process actually was when it died is
 read back from its persisted state and recorded in the summary.
 """
@@ -29,7 +29,7 @@ pytestmark = pytest.mark.slow
 
 NAME = "digits-agent-kills"
 FLEET_SIZE = 10
-BIG_RELEASE = 8 * 1024 * 1024
+BIG_RELEASE = 4 * 1024 * 1024
 ROUNDS = (("downloading", RELEASE_BYTES), ("verifying", BIG_RELEASE), ("installing", BIG_RELEASE))
 
 

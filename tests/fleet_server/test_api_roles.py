@@ -19,6 +19,12 @@ ROLES = ("viewer", "operator", "admin")
 KNOWN = {"public", "authenticated", "device", *ROLES}
 
 
+@pytest.fixture(scope="module")
+def database_backend() -> str:
+    """Roles do not depend on the database: SQLite only (the other API tests run on both)."""
+    return "sqlite"
+
+
 def operations(api: Api) -> list[tuple[str, str, dict[str, Any]]]:
     schema = api.client.get("/api/v1/openapi.json").json()
     return [(method.upper(), path, operation) for path, methods in schema["paths"].items()

@@ -17,6 +17,12 @@ from tests.agent.signing import now
 from tests.fleet_server.conftest import Api
 
 
+@pytest.fixture(scope="module")
+def database_backend() -> str:
+    """Roles and key files do not depend on the database: SQLite only (the other API tests run on both)."""
+    return "sqlite"
+
+
 def test_rotating_the_rollout_key_drops_the_old_one(tmp_path: Path) -> None:
     old = init_keyring(tmp_path / "keys", root_keys=3, threshold=2)
     result = rotate_root(tmp_path / "keys", RotationPlan(rotate_rollout=True))
