@@ -12,7 +12,7 @@ from typing import Annotated
 from fastapi import APIRouter, Request, Response, status
 from fastapi import Path as PathParam
 
-from fleet_server.api.deps import ArtifactReaderDep, RuntimeDep
+from fleet_server.api.deps import ArtifactReaderDep, RuntimeDep, SessionDep
 from fleet_server.api.errors import ERROR_RESPONSES
 from fleet_server.api.file_range_response import FileRangeResponse
 from fleet_server.errors import ArtifactNotFoundError
@@ -57,8 +57,9 @@ def _plan(request: Request, sha256: str, size: int) -> tuple[int, ByteRange | No
 
 
 @router.get("/{sha256}", response_class=FileRangeResponse, status_code=200, responses=DOWNLOAD_RESPONSES)
-async def download_artifact(sha256: Sha256Param, request: Request, runtime: RuntimeDep,
+async def download_artifact(sha256: Sha256Param, request: Request, runtime: RuntimeDep, session: SessionDep,
                             caller: ArtifactReaderDep) -> Response:
+    session.close()  # the caller is known: give the connection back before a transfer that may take minutes
     path, size = _locate(runtime, sha256)
     status_code, byte_range, headers = _plan(request, sha256, size)
     if status_code == status.HTTP_304_NOT_MODIFIED:
