@@ -92,7 +92,7 @@ class AgentDaemon:
         self._stop_event: threading.Event | None = None
         self.self_update = SelfUpdater.for_this_process(
             TrialSettings(config.self_update_report_timeout_s, config.self_update_max_starts),
-            self.request_restart, self._report)
+            self.request_restart, self._reported_within)
         self.runner = DeploymentRunner(self.tracker, self.slots, downloader, self.service,
                                        config.health_check_latency_ms, self.shadow, clock, self.self_update)
         self.updater = Updater(self.facts, root, self.tracker, self.slots, self.runner, clock)
@@ -161,8 +161,8 @@ class AgentDaemon:
         if self._stop_event is not None:
             self._stop_event.set()
 
-    def _report(self, timeout_s: float) -> bool:
-        """Connected, and the broker acknowledged our presence, within ``timeout_s``."""
+    def _reported_within(self, timeout_s: float) -> bool:
+        """Connected, and the broker acknowledged our presence, within ``timeout_s`` (a new agent's health)."""
         deadline = time.monotonic() + timeout_s
         if not self.link.connected.wait(timeout_s):
             return False

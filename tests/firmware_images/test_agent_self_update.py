@@ -25,7 +25,7 @@ from tests.firmware_images.builds import FIRMWARE, make_layout, run
 from tests.firmware_images.unit_supervisor import ServiceSupervisor
 from tests.helpers.wheels import rebuild_wheel
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # the first test builds the wheel and slot a
 
 DEVICE = "fw-update-1"
 REPORT_TIMEOUT_S = 10
