@@ -25,7 +25,6 @@ import os
 import pwd
 import socket
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -34,6 +33,7 @@ from agent.bootconfig import BootConfig, choose_device_id, parse_boot_config, st
 from agent.config import load_config
 from agent.enroll import ENROLLMENT_FILE
 from agent.errors import ConfigError
+from agent.storage import atomic_write_bytes
 
 log = logging.getLogger("agent.firstboot")
 
@@ -82,16 +82,7 @@ def run_enroll_as(user: str | None, argv: list[str]) -> int:
 
 def rewrite(path: Path, text: str) -> None:
     """Replace ``path`` atomically. No chmod: the boot partition is FAT, which refuses mode changes."""
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, text.encode("utf-8"), mode=None)
 
 
 def first_boot(boot_path: Path, config_path: Path | None, user: str | None, attempts: int, retry_base_s: float,

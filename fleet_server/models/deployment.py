@@ -8,10 +8,10 @@ from pydantic import Field as PydanticField
 from sqlalchemy import Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from agent.protocol import Action, InvalidDeviceIdError, validate_device_id
+from agent.protocol import Action
 from fleet_server.core.types import UTCDateTime, utcnow
 from fleet_server.models.common import NAME_PATTERN
-from fleet_server.models.device import validate_tags
+from fleet_server.models.device import validate_device_ids, validate_tags
 
 PENDING_STATE = "pending"  # directive stored, no report from the device yet
 DEPLOYMENT_ACTIONS = (Action.INSTALL, Action.ROLLBACK)  # shadow and drop_shadow go through rollouts
@@ -32,10 +32,7 @@ class DeploymentCreate(BaseModel):
     @field_validator("device_ids")
     @classmethod
     def _valid_device_ids(cls, value: list[str]) -> list[str]:
-        try:
-            return list(dict.fromkeys(validate_device_id(device_id) for device_id in value))
-        except InvalidDeviceIdError as exc:
-            raise ValueError(str(exc)) from None
+        return validate_device_ids(value)
 
     @field_validator("tags")
     @classmethod

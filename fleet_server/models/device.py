@@ -55,6 +55,14 @@ def validate_tags(tags: list[str]) -> list[str]:
     return sorted(set(tags))
 
 
+def validate_device_ids(device_ids: list[str]) -> list[str]:
+    """Valid device ids, duplicates dropped, order kept (a pydantic validator body)."""
+    try:
+        return list(dict.fromkeys(validate_device_id(device_id) for device_id in device_ids))
+    except InvalidDeviceIdError as exc:
+        raise ValueError(str(exc)) from None
+
+
 class EnrollmentPublic(BaseModel):
     device_id: str
     credential: str  # shown once; the server keeps only its hash

@@ -7,9 +7,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from agent.protocol import InvalidDeviceIdError, Runtime, validate_device_id
+from agent.protocol import Runtime
 from fleet_server.models.deployment import MAX_TARGET_IDS, ReleaseRefPublic, ReleaseSelector
-from fleet_server.models.device import validate_tags
+from fleet_server.models.device import validate_device_ids, validate_tags
 
 DAY_S = 24 * 3600.0
 MAX_PHASES = 20
@@ -29,10 +29,7 @@ class TargetCreate(BaseModel):
     @field_validator("device_ids")
     @classmethod
     def _valid_device_ids(cls, value: list[str]) -> list[str]:
-        try:
-            return list(dict.fromkeys(validate_device_id(device_id) for device_id in value))
-        except InvalidDeviceIdError as exc:
-            raise ValueError(str(exc)) from None
+        return validate_device_ids(value)
 
     @field_validator("tags")
     @classmethod
