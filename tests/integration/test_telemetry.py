@@ -183,7 +183,9 @@ def test_an_offline_device_buffers_and_every_window_arrives_once_in_order(server
     finally:
         broker.start()
     send(20)
-    wait_until(lambda: sum(r for _, r in database_rows(server, agent.device_id)) - requests_before >= sent, 60,
+    # Both the agent and the server reconnect with exponential backoff (server up to 30 s between tries), so
+    # on a loaded machine the backlog can take a while to start flowing.
+    wait_until(lambda: sum(r for _, r in database_rows(server, agent.device_id)) - requests_before >= sent, 150,
                "every request of the outage stored")
     time.sleep(2.5)  # windows still in flight settle
     stored = database_rows(server, agent.device_id)
