@@ -25,6 +25,7 @@ sys.path.insert(0, {repo!r})
 with open({journal!r}, "a") as journal:
     journal.write("{slot} %d %s\\n" % (os.getpid(), os.environ.get("WATCHDOG_PID", "-")))
 mode = {mode!r}
+signal.signal(signal.SIGTERM, lambda *args: sys.exit(0))  # before confirming: the test stops it right after
 if mode.startswith("exit:"):
     sys.exit(int(mode[5:]))
 if mode == "confirm":
@@ -32,7 +33,6 @@ if mode == "confirm":
     layout = InstallLayout({root!r})
     with layout.lock():
         assert layout.confirm("{slot}", {sequence}, time.time()) is not None
-signal.signal(signal.SIGTERM, lambda *args: sys.exit(0))
 time.sleep(120)
 sys.exit(5)
 """
