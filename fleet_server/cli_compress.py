@@ -10,6 +10,7 @@ uploaded, so a wrong-shaped data set registers nothing.
 import logging
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -61,12 +62,36 @@ def _variant_names(variants: str | None) -> list[str] | None:
     return names
 
 
-def _options(calibration_sha256: str, validation_sha256: str | None, variants: str | None, method: str,
-             min_top1: float, max_drop_points: float, ram_budget_mb: int, latency_runs: int) -> dict[str, Any]:
-    return {"calibration_sha256": calibration_sha256, "validation_sha256": validation_sha256,
-            "variants": _variant_names(variants),
-            "calibration_method": method, "ram_budget_mb": ram_budget_mb, "latency_runs": latency_runs,
-            "thresholds": {"min_top1_agreement": min_top1, "max_accuracy_drop": max_drop_points / 100.0}}
+@dataclass(frozen=True)
+class CompressionRequest:
+    """What ``push`` and ``compress`` ask the server's pipeline for (the data are uploaded first)."""
+
+    calibration: Path
+    validation: Path | None
+    variants: str | None
+    method: str
+    min_top1: float
+    max_drop_points: float
+    ram_budget_mb: int
+    latency_runs: int
+
+    def options(self, calibration_sha256: str, validation_sha256: str | None) -> dict[str, Any]:
+        return {"calibration_sha256": calibration_sha256, "validation_sha256": validation_sha256,
+                "variants": _variant_names(self.variants),
+                "calibration_method": self.method, "ram_budget_mb": self.ram_budget_mb,
+                "latency_runs": self.latency_runs,
+                "thresholds": {"min_top1_agreement": self.min_top1,
+                               "max_accuracy_drop": self.max_drop_points / 100.0}}
+
+
+def _compress_version(client: FleetClient, name: str, version: int, request: CompressionRequest, release: bool,
+                      timeout: float, as_json: bool) -> None:
+    """Upload the data sets, run the compression job with a progress bar and finish it (table, release)."""
+    calibration_sha = client.upload_dataset(request.calibration)["sha256"]
+    validation_sha = None if request.validation is None else client.upload_dataset(request.validation)["sha256"]
+    job = follow_job(client, client.compress(name, version, request.options(calibration_sha, validation_sha)),
+                     timeout, as_json)
+    _finish(client, job, release, as_json)
 
 
 def _parse_ref(ref: str) -> tuple[str, int]:
@@ -171,14 +196,11 @@ def model_push(
         check_locally(model, calibration, validation)
         with connect(server, token) as client:
             version = client.upload_model(model, name)
-            calibration_sha = client.upload_dataset(calibration)["sha256"]
-            validation_sha = None if validation is None else client.upload_dataset(validation)["sha256"]
-            options = _options(calibration_sha, validation_sha, variants, method, min_top1, max_accuracy_drop,
-                               ram_budget_mb, latency_runs)
             if not as_json:
                 console().print(f"uploaded {name} v{version['version']} ({version['size_bytes']} bytes)")
-            job = follow_job(client, client.compress(name, version["version"], options), timeout, as_json)
-            _finish(client, job, release, as_json)
+            request = CompressionRequest(calibration, validation, variants, method, min_top1, max_accuracy_drop,
+                                         ram_budget_mb, latency_runs)
+            _compress_version(client, name, version["version"], request, release, timeout, as_json)
 
 
 def _uploadable(file: Path, workdir: Path) -> Path:
@@ -212,12 +234,9 @@ def model_compress(
     with cli_errors():
         name, version = _parse_ref(ref)
         with connect(server, token) as client:
-            calibration_sha = client.upload_dataset(calibration)["sha256"]
-            validation_sha = None if validation is None else client.upload_dataset(validation)["sha256"]
-            options = _options(calibration_sha, validation_sha, variants, method, min_top1, max_accuracy_drop,
-                               ram_budget_mb, latency_runs)
-            job = follow_job(client, client.compress(name, version, options), timeout, as_json)
-            _finish(client, job, release, as_json)
+            request = CompressionRequest(calibration, validation, variants, method, min_top1, max_accuracy_drop,
+                                         ram_budget_mb, latency_runs)
+            _compress_version(client, name, version, request, release, timeout, as_json)
 
 
 @model_app.command("jobs")

@@ -11,7 +11,7 @@ from sqlmodel import Field, SQLModel
 from agent.protocol import Action
 from fleet_server.core.types import UTCDateTime, utcnow
 from fleet_server.models.common import NAME_PATTERN
-from fleet_server.models.device import validate_device_ids, validate_tags
+from fleet_server.models.device import DeviceIdList, TagList
 
 PENDING_STATE = "pending"  # directive stored, no report from the device yet
 DEPLOYMENT_ACTIONS = (Action.INSTALL, Action.ROLLBACK)  # shadow and drop_shadow go through rollouts
@@ -25,19 +25,9 @@ class ReleaseSelector(BaseModel):
 
 class DeploymentCreate(BaseModel):
     release: ReleaseSelector
-    device_ids: list[str] = PydanticField(default_factory=list, max_length=MAX_TARGET_IDS)
-    tags: list[str] = PydanticField(default_factory=list, max_length=64)
+    device_ids: DeviceIdList = PydanticField(default_factory=list, max_length=MAX_TARGET_IDS)
+    tags: TagList = PydanticField(default_factory=list, max_length=64)
     action: Action = Action.INSTALL
-
-    @field_validator("device_ids")
-    @classmethod
-    def _valid_device_ids(cls, value: list[str]) -> list[str]:
-        return validate_device_ids(value)
-
-    @field_validator("tags")
-    @classmethod
-    def _valid_tags(cls, value: list[str]) -> list[str]:
-        return validate_tags(value)
 
     @field_validator("action")
     @classmethod

@@ -2,9 +2,9 @@
 the latest presence (online, inventory) reported over MQTT."""
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, field_validator
+from pydantic import AfterValidator, BaseModel, field_validator
 from sqlalchemy import JSON
 from sqlmodel import Field, SQLModel
 
@@ -13,39 +13,6 @@ from fleet_server.core.types import UTCDateTime, utcnow
 from fleet_server.models.common import TAG_PATTERN, TAG_REGEX
 
 MAX_TAGS = 32
-
-
-class DeviceFactsBase(SQLModel):
-    arch: str = Field(min_length=1, max_length=64, schema_extra={"pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]*$"})
-    ram_mb: int = Field(ge=0, le=1 << 30)
-    runtimes: list[Runtime] = Field(default_factory=list, sa_type=JSON, max_length=8)
-    agent_version: str = Field(default="", max_length=64)
-
-
-class DeviceEnroll(DeviceFactsBase):
-    device_id: str = Field(max_length=63)
-    bootstrap_token: str = Field(min_length=1, max_length=512)
-    tags: list[str] = Field(default_factory=list, max_length=MAX_TAGS)
-    csr: str | None = Field(default=None, min_length=1, max_length=16384,
-                            description="PEM CSR of the device's own key (CN = device id) for its MQTT certificate")
-
-    @field_validator("device_id")
-    @classmethod
-    def _valid_device_id(cls, value: str) -> str:
-        try:
-            return validate_device_id(value)
-        except InvalidDeviceIdError as exc:
-            raise ValueError(str(exc)) from None
-
-    @field_validator("tags")
-    @classmethod
-    def _valid_tags(cls, value: list[str]) -> list[str]:
-        return validate_tags(value)
-
-    @field_validator("runtimes")
-    @classmethod
-    def _unique_runtimes(cls, value: list[Runtime]) -> list[Runtime]:
-        return list(dict.fromkeys(value))
 
 
 def validate_tags(tags: list[str]) -> list[str]:
@@ -61,6 +28,38 @@ def validate_device_ids(device_ids: list[str]) -> list[str]:
         return list(dict.fromkeys(validate_device_id(device_id) for device_id in device_ids))
     except InvalidDeviceIdError as exc:
         raise ValueError(str(exc)) from None
+
+
+TagList = Annotated[list[str], AfterValidator(validate_tags)]  # valid, sorted, duplicates dropped
+DeviceIdList = Annotated[list[str], AfterValidator(validate_device_ids)]  # valid, order kept, duplicates dropped
+
+
+class DeviceFactsBase(SQLModel):
+    arch: str = Field(min_length=1, max_length=64, schema_extra={"pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]*$"})
+    ram_mb: int = Field(ge=0, le=1 << 30)
+    runtimes: list[Runtime] = Field(default_factory=list, sa_type=JSON, max_length=8)
+    agent_version: str = Field(default="", max_length=64)
+
+
+class DeviceEnroll(DeviceFactsBase):
+    device_id: str = Field(max_length=63)
+    bootstrap_token: str = Field(min_length=1, max_length=512)
+    tags: TagList = Field(default_factory=list, max_length=MAX_TAGS)
+    csr: str | None = Field(default=None, min_length=1, max_length=16384,
+                            description="PEM CSR of the device's own key (CN = device id) for its MQTT certificate")
+
+    @field_validator("device_id")
+    @classmethod
+    def _valid_device_id(cls, value: str) -> str:
+        try:
+            return validate_device_id(value)
+        except InvalidDeviceIdError as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_validator("runtimes")
+    @classmethod
+    def _unique_runtimes(cls, value: list[Runtime]) -> list[Runtime]:
+        return list(dict.fromkeys(value))
 
 
 class EnrollmentPublic(BaseModel):

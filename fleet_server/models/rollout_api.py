@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 
 from agent.protocol import Runtime
 from fleet_server.models.deployment import MAX_TARGET_IDS, ReleaseRefPublic, ReleaseSelector
-from fleet_server.models.device import validate_device_ids, validate_tags
+from fleet_server.models.device import DeviceIdList, TagList
 
 DAY_S = 24 * 3600.0
 MAX_PHASES = 20
@@ -18,23 +18,13 @@ MAX_PHASES = 20
 class TargetCreate(BaseModel):
     """Devices by id, by tag, or all of them; narrowed by the inventory fields."""
 
-    device_ids: list[str] = Field(default_factory=list, max_length=MAX_TARGET_IDS)
-    tags: list[str] = Field(default_factory=list, max_length=64)
+    device_ids: DeviceIdList = Field(default_factory=list, max_length=MAX_TARGET_IDS)
+    tags: TagList = Field(default_factory=list, max_length=64)
     all: bool = False
     arch: list[str] = Field(default_factory=list, max_length=16)
     min_ram_mb: int | None = Field(default=None, ge=0)
     max_ram_mb: int | None = Field(default=None, ge=0)
     runtimes: list[Runtime] = Field(default_factory=list, max_length=4)
-
-    @field_validator("device_ids")
-    @classmethod
-    def _valid_device_ids(cls, value: list[str]) -> list[str]:
-        return validate_device_ids(value)
-
-    @field_validator("tags")
-    @classmethod
-    def _valid_tags(cls, value: list[str]) -> list[str]:
-        return validate_tags(value)
 
     @field_validator("arch")
     @classmethod
