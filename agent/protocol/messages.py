@@ -34,6 +34,12 @@ class DirectiveMessage:
     def encode(self) -> bytes:
         return canonical_bytes({"directive": self.directive, "release": self.release})
 
+    @staticmethod
+    def join(directive: bytes, release: bytes) -> bytes:
+        """``encode()`` from the two envelopes' canonical bytes (a server sending one release to many
+        devices encodes it once): canonical JSON nests canonical JSON, keys in sorted order."""
+        return b'{"directive":' + directive + b',"release":' + release + b"}"
+
     @classmethod
     def decode(cls, payload: bytes) -> "DirectiveMessage":
         obj = f.mapping(parse_json(payload, MAX_DIRECTIVE_MESSAGE_BYTES), "directive message")

@@ -36,6 +36,10 @@ KEEPALIVE_S = 30
 RECONNECT_MIN_DELAY_S = 1
 RECONNECT_MAX_DELAY_S = 30
 DB_RETRY_DELAYS_S = (0.2, 0.5, 1.0)
+# Directives a rollout tick publishes may all be in flight at once (paho's default is 20): they go out in
+# one write instead of waiting for acknowledgements 20 at a time behind the device messages this
+# client's network thread handles.
+PUBLISH_WINDOW = 10_000
 CONSUMED_KINDS = (TopicKind.STATUS, TopicKind.PRESENCE, TopicKind.TELEMETRY)
 
 
@@ -69,6 +73,7 @@ class MqttBridge:
             client.tls_set(ca_certs=self.address.ca_file, certfile=self.address.cert_file,
                            keyfile=self.address.key_file)
         client.reconnect_delay_set(RECONNECT_MIN_DELAY_S, RECONNECT_MAX_DELAY_S)
+        client.max_inflight_messages_set(PUBLISH_WINDOW)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message

@@ -6,6 +6,7 @@ controller (``fleet_server.rollouts.controller``) does the rest.
 
 import logging
 
+from sqlalchemy import insert
 from sqlmodel import Session, col, select
 
 from agent.protocol.metadata import Action
@@ -26,6 +27,8 @@ from fleet_server.services import releases
 from fleet_server.services.audit import record_audit
 
 logger = logging.getLogger(__name__)
+
+INSERT_CHUNK = 1000  # rollout_device rows per batched INSERT
 
 
 def get_rollout(session: Session, rollout_id: int, lock: bool = False) -> Rollout:
@@ -110,12 +113,14 @@ def _insert_rollout(session: Session, request: RolloutCreate, actor: str, source
             started_at=now if request.start and index == 0 else None))
     cohorts = {"a": release_document(release_a)} | ({"b": release_document(release_b)} if release_b else {})
     placements = planning.plan(rollout.id, [device_facts(d) for d in targets], phases, cohorts, rollout.b_share)
-    for placement in placements:
-        session.add(RolloutDevice(
-            rollout_id=rollout.id, device_id=placement.device_id, position=placement.position,
-            phase=placement.phase, cohort=placement.cohort, variant=placement.variant,
-            status=(DeviceStatus.INCOMPATIBLE if placement.phase is None else DeviceStatus.PENDING).value,
-            reason=placement.reason, updated_at=now))
+    rows = [{"rollout_id": rollout.id, "device_id": placement.device_id, "position": placement.position,
+             "phase": placement.phase, "cohort": placement.cohort, "variant": placement.variant,
+             "status": (DeviceStatus.INCOMPATIBLE if placement.phase is None else DeviceStatus.PENDING).value,
+             "reason": placement.reason, "attempts": 0, "rollback_attempts": 0, "updated_at": now}
+            for placement in placements]
+    session.flush()  # the phases first
+    for offset in range(0, len(rows), INSERT_CHUNK):  # batched (executemany), not one ORM object per device
+        session.execute(insert(RolloutDevice.__table__), rows[offset:offset + INSERT_CHUNK])  # type: ignore[attr-defined]
     incompatible = sum(1 for placement in placements if placement.phase is None)
     record_audit(session, actor, "rollout.created", {
         "rollout_id": rollout.id, "release": release_a.name, "version": release_a.version,

@@ -105,6 +105,7 @@ class Applier:
         self.now = now
         self.outgoing: list[OutgoingDirective] = []
         self._releases: dict[str, ReleaseRecord] = {}
+        self._documents: dict[str, Release] = {}
 
     def release(self, cohort: str) -> ReleaseRecord:
         if cohort not in self._releases:
@@ -113,6 +114,12 @@ class Applier:
             assert record is not None
             self._releases[cohort] = record
         return self._releases[cohort]
+
+    def document(self, cohort: str) -> Release:
+        """The cohort's release, parsed once per tick (not once per device)."""
+        if cohort not in self._documents:
+            self._documents[cohort] = release_document(self.release(cohort))
+        return self._documents[cohort]
 
     def apply(self, actions: Sequence[policy.Action]) -> list[OutgoingDirective]:
         notify = [a.device_id for a in actions if isinstance(a, policy.Notify)]
@@ -182,9 +189,8 @@ class Applier:
         by_cohort: dict[str, list[str]] = {}
         for device_id in device_ids:
             row = self.loaded.devices[device_id]
-            release = self.release(row.cohort)
             try:  # the device's facts may have changed since the rollout was planned
-                row.variant = choose_variant(release_document(release), facts[device_id]).name
+                row.variant = choose_variant(self.document(row.cohort), facts[device_id]).name
             except NoCompatibleVariantError as exc:
                 row.status, row.reason, row.phase = DeviceStatus.INCOMPATIBLE.value, str(exc), None
                 self.session.add(row)

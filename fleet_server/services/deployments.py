@@ -11,6 +11,7 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import timedelta
 
+from sqlalchemy import insert, update
 from sqlmodel import Session, col, func, select
 
 from agent.protocol import Action, Directive, ReleaseRef, Role, TopicKind, canonical_bytes, device_topic
@@ -21,6 +22,7 @@ from fleet_server.core.types import utcnow, whole_seconds
 from fleet_server.errors import DeploymentNotFoundError, DeviceNotFoundError, NoTargetsError
 from fleet_server.keyring import Keyring
 from fleet_server.models.deployment import (
+    PENDING_STATE,
     Deployment,
     DeploymentCreate,
     DeploymentEvent,
@@ -40,6 +42,7 @@ from fleet_server.services.audit import SYSTEM_ACTOR, record_audit
 logger = logging.getLogger(__name__)
 
 MAX_DIRECTIVE_BYTES = 64 * 1024
+LOCK_CHUNK = 500  # device rows locked per statement (well under SQLite's bound-parameter limit)
 
 
 @dataclass(frozen=True)
@@ -77,20 +80,38 @@ def create_deployment(
 
 
 @dataclass(frozen=True)
+class SignedTarget:
+    """A stored ``deployment_target`` row, as far as its signer needs it."""
+
+    id: int
+    device_id: str
+    sequence: int
+    directive: bytes  # the signed directive envelope, canonical JSON
+
+
+@dataclass(frozen=True)
 class SignedDirectives:
     deployment: Deployment
-    targets: list[tuple[DeploymentTarget, dict]]  # each stored target with its signed directive envelope
+    targets: list[tuple[SignedTarget, dict]]  # each stored target with its signed directive envelope
     release_envelope: dict
 
     def outgoing(self) -> list[OutgoingDirective]:
-        """The MQTT messages, to publish after the commit."""
-        return [_outgoing(target, envelope, self.release_envelope) for target, envelope in self.targets]
+        """The MQTT messages, to publish after the commit (the release envelope is encoded once)."""
+        release = canonical_bytes(self.release_envelope)
+        return [OutgoingDirective(target.id, target.device_id, target.sequence,
+                                  device_topic(target.device_id, TopicKind.DIRECTIVE),
+                                  DirectiveMessage.join(target.directive, release))
+                for target, _envelope in self.targets]
 
 
 def sign_directives(session: Session, keyring: Keyring, release: ReleaseRecord, action: Action,
                     device_ids: list[str], directive_ttl_s: float) -> SignedDirectives:
     """One deployment and, per device, a directive with its next sequence number, signed with the
-    rollout key and stored; inside the caller's write transaction (flushed, not committed)."""
+    rollout key and stored; inside the caller's write transaction (flushed, not committed).
+
+    Devices are locked a chunk at a time in id order (a stable lock order across concurrent
+    deployments) and their sequences and the targets are written with a few batched statements,
+    so the cost per device is its signature, not a round trip of its own."""
     deployment = Deployment(release_id=release.id, action=action.value)
     session.add(deployment)
     session.flush()
@@ -98,24 +119,50 @@ def sign_directives(session: Session, keyring: Keyring, release: ReleaseRecord, 
     issued = whole_seconds(utcnow())
     expires = issued + timedelta(seconds=directive_ttl_s)
     reference = ReleaseRef(release.name, release.version, release.sha256)
-    pending: list[tuple[DeploymentTarget, dict]] = []
-    for device_id in sorted(device_ids):  # sorted: a stable lock order across concurrent deployments
-        device = session.exec(select(Device).where(Device.device_id == device_id).with_for_update()).one()
-        device.directive_sequence += 1
-        session.add(device)
-        directive = Directive(device_id, device.directive_sequence, action, reference, issued, expires)
+    now = utcnow()
+    rows: list[dict] = []
+    envelopes: list[dict] = []
+    for device_id, sequence in _next_sequences(session, device_ids):
+        directive = Directive(device_id, sequence, action, reference, issued, expires)
         envelope = keyring.sign(Role.ROLLOUT, directive.to_dict()).to_dict()
-        target = DeploymentTarget(
-            deployment_id=deployment.id,
-            device_id=device_id,
-            sequence=device.directive_sequence,
-            directive=canonical_bytes(envelope).decode("utf-8"),
-            directive_expires_at=expires,
-        )
-        session.add(target)
-        pending.append((target, envelope))
-    session.flush()
+        rows.append({"deployment_id": deployment.id, "device_id": device_id, "sequence": sequence,
+                     "directive": canonical_bytes(envelope).decode("utf-8"), "directive_expires_at": expires,
+                     "state": PENDING_STATE, "updated_at": now})
+        envelopes.append(envelope)
+    pending = [(target, envelopes[index]) for index, target in enumerate(_insert_targets(session, rows))]
     return SignedDirectives(deployment, pending, releases.envelope_dict(release))
+
+
+def _insert_targets(session: Session, rows: list[dict]) -> list[SignedTarget]:
+    """Multi-row INSERT ... RETURNING, a chunk per statement (not one ORM object or statement per row);
+    in ``rows`` order (ids matched by device id, unique within a deployment: RETURNING has no order)."""
+    table = DeploymentTarget.__table__  # type: ignore[attr-defined]
+    ids: dict[str, int] = {}
+    for offset in range(0, len(rows), LOCK_CHUNK):
+        ids.update((device_id, id) for id, device_id in session.execute(
+            insert(table).returning(table.c.id, table.c.device_id), rows[offset:offset + LOCK_CHUNK]))
+    return [SignedTarget(ids[row["device_id"]], row["device_id"], row["sequence"], row["directive"].encode("utf-8"))
+            for row in rows]
+
+
+def _next_sequences(session: Session, device_ids: list[str]) -> list[tuple[str, int]]:
+    """Lock the devices' rows in id order (``FOR UPDATE`` on PostgreSQL; SQLite's write transaction
+    already excludes other writers), bump each one's directive sequence and return (id, new sequence)."""
+    unique = sorted(set(device_ids))
+    bumped: list[tuple[str, int]] = []
+    for offset in range(0, len(unique), LOCK_CHUNK):
+        chunk = unique[offset:offset + LOCK_CHUNK]
+        current = session.exec(select(Device.device_id, Device.directive_sequence)
+                               .where(col(Device.device_id).in_(chunk)).order_by(col(Device.device_id))
+                               .with_for_update()).all()
+        session.exec(update(Device).where(col(Device.device_id).in_(chunk))  # type: ignore[call-overload]
+                     .values(directive_sequence=Device.directive_sequence + 1)
+                     .execution_options(synchronize_session="fetch"))
+        bumped.extend((device_id, sequence + 1) for device_id, sequence in current)
+    if len(bumped) != len(unique):
+        missing = sorted(set(unique) - {device_id for device_id, _ in bumped})
+        raise DeviceNotFoundError(f"unknown device ids: {missing[:10]}")
+    return bumped
 
 
 def _outgoing(target: DeploymentTarget, directive: dict, release_envelope: dict) -> OutgoingDirective:
@@ -152,10 +199,11 @@ def mark_published(session: Session, target_ids: list[int]) -> None:
         return
     begin_write(session)
     now = utcnow()
-    for target in session.exec(select(DeploymentTarget).where(col(DeploymentTarget.id).in_(target_ids))).all():
-        if target.published_at is None:
-            target.published_at = now
-            session.add(target)
+    for offset in range(0, len(target_ids), LOCK_CHUNK):
+        session.exec(update(DeploymentTarget)  # type: ignore[call-overload]
+                     .where(col(DeploymentTarget.id).in_(target_ids[offset:offset + LOCK_CHUNK]),
+                            col(DeploymentTarget.published_at).is_(None))
+                     .values(published_at=now).execution_options(synchronize_session=False))
     session.commit()
 
 

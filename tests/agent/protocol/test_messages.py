@@ -23,6 +23,13 @@ MODEL = InstalledModel("digits", 3, "onnx-fp32", "ab" * 32)
 def test_directive_message_round_trip(scene: Scenario) -> None:
     message = DirectiveMessage(scene.directive_document, scene.release_document)
     assert DirectiveMessage.decode(message.encode()) == message
+
+
+def test_directive_message_joined_from_canonical_parts_is_the_encoding(scene: Scenario) -> None:
+    message = DirectiveMessage(scene.directive_document, scene.release_document)
+    joined = DirectiveMessage.join(canonical_bytes(scene.directive_document), canonical_bytes(scene.release_document))
+    assert joined == message.encode()
+    assert DirectiveMessage.decode(joined) == message
     assert message.encode() == canonical_bytes({"directive": scene.directive_document,
                                                 "release": scene.release_document})
 
