@@ -14,10 +14,11 @@ only record or enqueue, never block.
 
 import functools
 import logging
+import operator
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,10 @@ class ServedModel:
     sha256: str
     runtime: str
     model: LoadedModel
+    schema: "InputSchema" = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "schema", InputSchema(self.model.inputs))
 
     @property
     def inputs(self) -> tuple[TensorSpec, ...]:
@@ -80,6 +85,34 @@ def validate_inputs(specs: Sequence[TensorSpec], inputs: Mapping[str, np.ndarray
         ):
             declared = [-1 if dim is None else dim for dim in spec.shape]
             raise InvalidInferenceRequestError(f"input {spec.name} must have shape {declared}, got {list(shape)}")
+
+
+class InputSchema:
+    """``validate_inputs`` compiled once per model: on a conforming request a handful of comparisons
+    (no sets, generators or dtype lookups); anything else goes to ``validate_inputs`` for the message."""
+
+    def __init__(self, specs: Sequence[TensorSpec]) -> None:
+        self.specs = tuple(specs)
+        checks = []
+        for spec in self.specs:
+            fixed = [(axis, size) for axis, size in enumerate(spec.shape) if size is not None]
+            # the declared sizes as ``itemgetter`` returns them: one value for one axis, else a tuple
+            getter = operator.itemgetter(*(axis for axis, _ in fixed)) if fixed else None
+            sizes = fixed[0][1] if len(fixed) == 1 else tuple(size for _, size in fixed)
+            checks.append((spec.name, _dtype(spec.dtype), len(spec.shape), getter, sizes))
+        self._checks = tuple(checks)
+
+    def check(self, inputs: Mapping[str, np.ndarray]) -> None:
+        """Raise ``InvalidInferenceRequestError`` unless ``inputs`` match (as ``validate_inputs``)."""
+        if len(inputs) == len(self._checks):
+            for name, dtype, ndim, getter, sizes in self._checks:
+                value = inputs.get(name)
+                if value is None or value.dtype != dtype or value.ndim != ndim or (
+                        getter is not None and getter(value.shape) != sizes):
+                    break
+            else:
+                return
+        validate_inputs(self.specs, inputs)
 
 
 @functools.lru_cache(maxsize=64)
@@ -142,27 +175,32 @@ class InferenceService:
 
     def predict(self, inputs: Mapping[str, np.ndarray], name: str | None = None) -> dict[str, np.ndarray]:
         """Run the served model on ``inputs`` (validated against its input schema)."""
-        served = self.resolve(name)
+        served = self._served  # one reference read (atomic); ``swap`` replaces it under the lock
+        if served is None or (name is not None and name != served.name):
+            served = self.resolve(name)  # raises with the reason
         self.validate(served, inputs)
         return self.run(served, inputs)
 
     def validate(self, served: ServedModel, inputs: Mapping[str, np.ndarray]) -> None:
         """``validate_inputs``; a request that violates the schema is reported to the observers too."""
         try:
-            validate_inputs(served.inputs, inputs)
+            served.schema.check(inputs)
         except InvalidInferenceRequestError as exc:
             self._notify(served, inputs, None, 0.0, exc)
             raise
 
     def run(self, served: ServedModel, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run ``served`` on validated ``inputs``, timed and reported to the observers."""
-        started = time.perf_counter()
+        clock = time.perf_counter
+        started = clock()
         try:
             outputs = served.model.predict(inputs)
         except Exception as exc:
-            self._notify(served, inputs, None, (time.perf_counter() - started) * 1000.0, exc)
+            self._notify(served, inputs, None, (clock() - started) * 1000.0, exc)
             raise
-        self._notify(served, inputs, outputs, (time.perf_counter() - started) * 1000.0, None)
+        latency_ms = (clock() - started) * 1000.0
+        if self._observers:
+            self._notify(served, inputs, outputs, latency_ms, None)
         return outputs
 
     def _notify(self, served: ServedModel, inputs: Mapping[str, np.ndarray], outputs: dict[str, np.ndarray] | None,

@@ -4,9 +4,10 @@
 only counts and copies: the latency, the request's input rows (as float64, the
 flattening ``agent.binning.feature_matrix`` uses) and the read predictions go
 into preallocated buffers. When a buffer fills, or the window closes, the
-buffers are binned at once with ``agent.binning.bin_counts`` on the reference
-profile's edges (features), ``LATENCY_EDGES_MS`` and ``CONFIDENCE_EDGES``,
-which keeps the cost per inference to a few microseconds.
+buffers are binned at once with ``agent.binning.FeatureBinner`` on the
+reference profile's edges (all features in a few numpy calls) and
+``bin_counts`` on ``LATENCY_EDGES_MS`` and ``CONFIDENCE_EDGES``, which keeps
+the cost per inference to a few microseconds (``bench/agent_overhead.py``).
 
 A window belongs to one served model: when a different model answers, the
 running window is finished (``drain`` returns it) and a new one begins.
@@ -24,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from agent.binning import bin_counts
+from agent.binning import FeatureBinner, bin_counts
 from agent.errors import InvalidInferenceRequestError
 from agent.inference import ServedModel
 from agent.protocol.profile import PredictionKind, ReferenceProfile
@@ -76,10 +77,18 @@ class _Binding:
         self.reader = OutputReader.for_model(served.outputs, self.profile) if served else OutputReader(None)
         self.input_name: str | None = None
         self.edges: list[np.ndarray] = []
+        # requests whose input has the schema's dtype and sample shape are kept as bytes (cheaper than an array)
+        self.input_dtype: np.dtype | None = None
+        self.sample_shape: tuple[int, ...] | None = None
         if served is not None and self.profile is not None:
             names = [spec.name for spec in served.inputs]
             self.input_name = self.profile.input_name if self.profile.input_name in names else names[0]
             self.edges = [np.asarray(feature.edges, dtype=np.float64) for feature in self.profile.features]
+            spec = served.inputs[names.index(self.input_name)]
+            dims = tuple(size for size in spec.shape[1:] if size is not None)
+            if len(spec.shape) >= 1 and len(dims) == len(spec.shape) - 1:
+                self.input_dtype, self.sample_shape = _numpy_dtype(spec.dtype), dims
+        self.binner = FeatureBinner(self.edges) if self.edges else None
         predictions = self.profile.predictions if self.profile is not None else None
         self.value_edges = np.asarray(predictions.labels_or_edges, dtype=np.float64) \
             if predictions is not None and predictions.kind is PredictionKind.VALUES else None
@@ -90,7 +99,7 @@ class _Counts:
         self.start = start
         self.requests = self.errors = self.schema_violations = self.out_of_range = self.nan = 0
         self.latency = np.zeros(len(LATENCY_EDGES_MS) + 1, dtype=np.int64)
-        self.features = [np.zeros(len(edges) + 1, dtype=np.int64) for edges in binding.edges]
+        self.features = np.zeros((len(binding.edges), max(binding.binner.widths) if binding.binner else 0), np.int64)
         self.missing = np.zeros(len(binding.edges), dtype=np.int64)
         self.classes: Counter[float] = Counter()
         self.values = None if binding.value_edges is None else np.zeros(len(binding.value_edges) + 1, np.int64)
@@ -111,7 +120,8 @@ class TelemetryAccumulator:
         self._counts = _Counts(self._binding, clock())
         self._finished: list[WindowReport] = []
         self._latencies: list[float] = []  # pending, binned together every BUFFER_REQUESTS requests
-        self._inputs: list[np.ndarray] = []
+        self._inputs: list[np.ndarray] = []  # copies of inputs of another dtype or shape
+        self._raw: list[bytes] = []  # inputs of the schema's dtype and sample shape
         self._outputs: list[Mapping[str, np.ndarray]] = []
 
     def set_shadow_source(self, source: ShadowSource | None) -> None:
@@ -122,33 +132,34 @@ class TelemetryAccumulator:
 
     def __call__(self, served: ServedModel, inputs: Mapping[str, np.ndarray],
                  outputs: dict[str, np.ndarray] | None, latency_ms: float, error: Exception | None) -> None:
-        with self._lock:
-            if served.sha256 != self._binding.sha256:
+        with self._lock:  # the common case: a few appends, no numpy beyond one copy
+            binding = self._binding
+            if served.sha256 != binding.sha256:
                 self._rebind(served)
+                binding = self._binding
             counts = self._counts
             counts.requests += 1
-            if error is not None or outputs is None:
+            if error is None and outputs is not None:
+                latencies = self._latencies
+                latencies.append(latency_ms)
+                if binding.input_name is not None:
+                    batch = inputs.get(binding.input_name)
+                    if batch is not None:  # copied: the caller may reuse its buffer
+                        if batch.dtype == binding.input_dtype and batch.shape[1:] == binding.sample_shape:
+                            self._raw.append(batch.tobytes())
+                        else:
+                            self._inputs.append(batch.copy())
+                if binding.reader.kind is not None:
+                    self._outputs.append(outputs)  # runtimes return fresh arrays
+                if len(latencies) >= BUFFER_REQUESTS:
+                    self._flush()
+            else:
                 counts.errors += 1
                 if isinstance(error, InvalidInferenceRequestError):
                     counts.schema_violations += 1
-            else:
-                self._record(inputs, outputs, latency_ms)
             full = self._max_inferences and counts.requests >= self._max_inferences
         if full and self._on_full is not None:
             self._on_full()
-
-    def _record(self, inputs: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray],
-                latency_ms: float) -> None:
-        binding = self._binding
-        self._latencies.append(latency_ms)
-        if binding.input_name is not None:
-            batch = inputs.get(binding.input_name)
-            if batch is not None:
-                self._inputs.append(batch.copy())  # the caller may reuse its buffer
-        if binding.reader.kind is not None:
-            self._outputs.append(outputs)  # runtimes return fresh arrays
-        if len(self._latencies) >= BUFFER_REQUESTS:
-            self._flush()
 
     # -- binning ------------------------------------------------------------------
 
@@ -157,25 +168,29 @@ class TelemetryAccumulator:
         if self._latencies:
             counts.latency += bin_counts(LATENCY, np.asarray(self._latencies, dtype=np.float64))
             self._latencies = []
+        if self._raw:
+            binding = self._binding
+            assert binding.input_dtype is not None and binding.sample_shape is not None
+            joined = np.frombuffer(b"".join(self._raw), binding.input_dtype)
+            self._inputs.append(joined.reshape(-1, *binding.sample_shape))
+            self._raw = []
         if self._inputs:
             rows = _feature_rows(self._inputs, len(self._binding.edges))
             self._inputs = []
-            if rows is not None:
-                self._bin_rows(rows)
+            if rows is not None and self._binding.binner is not None:
+                self._bin_rows(self._binding.binner, rows)
         if self._outputs:
             predictions, scores = _prediction_rows(self._binding.reader, self._outputs)
             self._outputs = []
             self._bin_predictions(predictions, scores)
 
-    def _bin_rows(self, rows: np.ndarray) -> None:
+    def _bin_rows(self, binner: FeatureBinner, rows: np.ndarray) -> None:
         counts = self._counts
-        nan = np.isnan(rows).sum(axis=0)
+        binned, nan = binner.counts(rows)
+        counts.features += binned
         counts.missing += nan
         counts.nan += int(nan.sum())
-        for index, edges in enumerate(self._binding.edges):
-            binned = bin_counts(edges, rows[:, index])
-            counts.features[index] += binned
-            counts.out_of_range += int(binned[0] + binned[-1])
+        counts.out_of_range += int(binned[:, 0].sum() + binned[binner.rows, binner.overflow].sum())
 
     def _bin_predictions(self, predictions: np.ndarray | None, scores: np.ndarray | None) -> None:
         counts = self._counts
@@ -220,7 +235,10 @@ class TelemetryAccumulator:
         counts, binding = self._counts, self._binding
         features = None
         if binding.profile_sha256 is not None and binding.edges:
-            features = FeatureCounts(binding.profile_sha256, tuple(tuple(c.tolist()) for c in counts.features),
+            assert binding.binner is not None
+            features = FeatureCounts(binding.profile_sha256,
+                                     tuple(tuple(row[:width]) for row, width in
+                                           zip(counts.features.tolist(), binding.binner.widths, strict=True)),
                                      tuple(counts.missing.tolist()))
         predictions = None
         if binding.reader.kind is PredictionKind.CLASSES:
@@ -263,6 +281,13 @@ class TelemetryAccumulator:
     def requests(self) -> int:
         with self._lock:
             return self._counts.requests
+
+
+def _numpy_dtype(name: str) -> np.dtype | None:
+    try:
+        return np.dtype(name)
+    except TypeError:  # "str" and other types numpy does not know: never matched
+        return None
 
 
 def _feature_rows(batches: list[np.ndarray], width: int) -> np.ndarray | None:

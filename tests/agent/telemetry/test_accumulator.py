@@ -172,3 +172,19 @@ def test_the_shadow_section_comes_from_the_hook(data: np.ndarray) -> None:
     assert first.shadow is not None and first.shadow.agreement == 0.75 and first.shadow.compared == 4
     [second] = accumulator.drain(close_current=True)
     assert second.shadow is None  # a malformed section is dropped, the window is kept
+
+
+def test_inputs_of_another_dtype_or_shape_count_the_same(data: np.ndarray, profile: ReferenceProfile) -> None:
+    """Requests in the schema's dtype and sample shape are kept as bytes, others as array copies: same bins."""
+    live = data[:300]
+    reference = TelemetryAccumulator(lookup_for(profile))
+    mixed = TelemetryAccumulator(lookup_for(profile))
+    model = served()
+    for start in range(0, len(live), 3):
+        batch = live[start:start + 3]
+        reference(model, {"input": batch}, classifier_outputs(batch), 1.0, None)
+        odd = batch.astype(np.float64) if start % 2 else batch[:, None, :]  # float64, or [N, 1, F]
+        mixed(model, {"input": odd}, classifier_outputs(batch), 1.0, None)
+    [expected], [report] = reference.drain(close_current=True), mixed.drain(close_current=True)
+    assert report.features == expected.features and report.quality == expected.quality
+    assert report.features is not None and sum(report.features.counts[0]) == len(live)
