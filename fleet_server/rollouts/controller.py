@@ -136,6 +136,8 @@ class RolloutController:
 
     def tick_rollout(self, rollout_id: int, now: datetime) -> list[policy.Action]:
         health = self._health_for(rollout_id, now)
+        if not self._has_work(rollout_id, now, health):
+            return []  # most ticks: no write transaction, so status ingest is never kept waiting for nothing
         with Session(self.engine, expire_on_commit=False) as session:
             begin_write(session)
             if not lease.held(session, self.holder, now):  # another replica took over meanwhile
@@ -156,6 +158,12 @@ class RolloutController:
         if outgoing:
             self.publisher.publish(outgoing)
         return actions
+
+    def _has_work(self, rollout_id: int, now: datetime, health: dict[str, HealthSample]) -> bool:
+        """Whether the policy would act, judged in a read transaction (decided again under the lock)."""
+        with Session(self.engine) as session:
+            rollout = session.get(Rollout, rollout_id)
+            return rollout is not None and bool(policy.decide(store.load(session, rollout, now).view, now, health))
 
     # -- health --------------------------------------------------------------------------------------
 

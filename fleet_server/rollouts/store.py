@@ -12,7 +12,7 @@ so a device that stayed offline past it cannot install a stale release later.
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlmodel import Session, col, select
@@ -61,27 +61,40 @@ def by_ids(session: Session, model: type, column: object, ids: Sequence[object])
 class Loaded:
     rollout: Rollout
     phases: list[RolloutPhase]
-    devices: dict[str, RolloutDevice]
-    targets: dict[int, DeploymentTarget]
+    reported_at: dict[str, datetime | None]  # device clock of each device's newest reported state
     view: policy.RolloutView
+    devices: dict[str, RolloutDevice] = field(default_factory=dict)  # rows the actions touch (``rows_for``)
+
+    def rows_for(self, session: Session, device_ids: Sequence[str]) -> None:
+        """Load (as ORM rows, to change) the devices the actions name; the view needs none of them."""
+        assert self.rollout.id is not None
+        missing = [device_id for device_id in dict.fromkeys(device_ids) if device_id not in self.devices]
+        for offset in range(0, len(missing), CHUNK):
+            self.devices.update((row.device_id, row) for row in session.exec(select(RolloutDevice).where(
+                RolloutDevice.rollout_id == self.rollout.id,
+                col(RolloutDevice.device_id).in_(missing[offset:offset + CHUNK]))))
 
 
 def load(session: Session, rollout: Rollout, now: datetime) -> Loaded:
+    """The rollout as the policy sees it. Device rows are read as plain columns (one joined query, no
+    ORM objects): a tick over thousands of devices that changes nothing stays cheap."""
     assert rollout.id is not None
     phases = list(session.exec(select(RolloutPhase).where(RolloutPhase.rollout_id == rollout.id)
                                .order_by(col(RolloutPhase.index))))
-    rows = list(session.exec(select(RolloutDevice).where(RolloutDevice.rollout_id == rollout.id)))
-    targets = {t.id: t for t in by_ids(session, DeploymentTarget, DeploymentTarget.id,
-                                       [row.target_id for row in rows if row.target_id is not None])}
+    rows = session.exec(
+        select(RolloutDevice.device_id, RolloutDevice.position, RolloutDevice.phase, RolloutDevice.status,
+               RolloutDevice.attempts, RolloutDevice.notified_at, RolloutDevice.next_attempt_at,
+               RolloutDevice.rollback_attempts, DeploymentTarget.state, DeploymentTarget.reason,
+               DeploymentTarget.state_reported_at)
+        .outerjoin(DeploymentTarget, col(DeploymentTarget.id) == RolloutDevice.target_id)
+        .where(RolloutDevice.rollout_id == rollout.id)).all()
     minute_ago = now - timedelta(minutes=1)
-    views = []
-    for row in rows:
-        target = targets.get(row.target_id) if row.target_id is not None else None
-        views.append(policy.DeviceView(
-            device_id=row.device_id, position=row.position, phase=row.phase, status=DeviceStatus(row.status),
-            attempts=row.attempts, notified_at=row.notified_at, next_attempt_at=row.next_attempt_at,
-            agent_state=target.state if target is not None else None,
-            agent_reason=target.reason if target is not None else None, rollback_attempts=row.rollback_attempts))
+    views = [policy.DeviceView(
+        device_id=device_id, position=position, phase=phase, status=DeviceStatus(status), attempts=attempts,
+        notified_at=notified_at, next_attempt_at=next_attempt_at, agent_state=agent_state,
+        agent_reason=agent_reason, rollback_attempts=rollback_attempts)
+        for (device_id, position, phase, status, attempts, notified_at, next_attempt_at, rollback_attempts,
+             agent_state, agent_reason, _reported) in rows]
     view = policy.RolloutView(
         state=RolloutState(rollout.state), shadow=rollout.action == Action.SHADOW.value,
         current_phase=rollout.current_phase,
@@ -90,8 +103,8 @@ def load(session: Session, rollout: Rollout, now: datetime) -> Loaded:
         devices=tuple(views), criteria=criteria_of(rollout), rate_limit_per_min=rollout.rate_limit_per_min,
         device_timeout_s=rollout.device_timeout_s, max_retries=rollout.max_retries,
         retry_backoff_s=rollout.retry_backoff_s,
-        notified_last_minute=sum(1 for row in rows if row.notified_at is not None and row.notified_at > minute_ago))
-    return Loaded(rollout, phases, {row.device_id: row for row in rows}, targets, view)
+        notified_last_minute=sum(1 for d in views if d.notified_at is not None and d.notified_at > minute_ago))
+    return Loaded(rollout, phases, {row[0]: row[-1] for row in rows}, view)
 
 
 class Applier:
@@ -124,6 +137,8 @@ class Applier:
     def apply(self, actions: Sequence[policy.Action]) -> list[OutgoingDirective]:
         notify = [a.device_id for a in actions if isinstance(a, policy.Notify)]
         rollback = [a.device_id for a in actions if isinstance(a, policy.SendRollback)]
+        self.loaded.rows_for(self.session, [*notify, *rollback,
+                                            *(a.device_id for a in actions if isinstance(a, policy.SetDevice))])
         for action in actions:
             if isinstance(action, policy.SetDevice):
                 self._set_device(action)
@@ -145,8 +160,7 @@ class Applier:
         if action.status in (DeviceStatus.SUCCEEDED, DeviceStatus.FAILED, DeviceStatus.TIMED_OUT):
             row.finished_at = self.now
         if action.status is DeviceStatus.SUCCEEDED:
-            target = self.loaded.targets.get(row.target_id) if row.target_id is not None else None
-            row.installed_at = (target.state_reported_at if target is not None else None) or self.now
+            row.installed_at = self.loaded.reported_at.get(action.device_id) or self.now
         row.updated_at = self.now
         self.session.add(row)
 
