@@ -183,6 +183,12 @@ class InvalidCompressionRequestError(InvalidRequestError):
     """The compression options or data sets are unacceptable."""
 
 
+class InvalidCalibrationError(InvalidRequestError):
+    """Calibration data uploaded with a model does not fit it (format, inputs), or the model cannot run on it."""
+
+    hint = "send .npz (one array per input, named after it), .npy (the single input) or numeric CSV"
+
+
 class RolloutNotFoundError(NotFoundError):
     """No rollout has that id."""
 

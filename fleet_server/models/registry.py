@@ -50,6 +50,8 @@ class ModelVersionBase(SQLModel):
     min_ram_mb: int = 0
     filename: str | None = Field(default=None, max_length=255)
     description: str | None = Field(default=None, sa_type=Text)
+    # built from calibration data uploaded with the version; releases name it unless compression supplies one
+    reference_profile_sha256: str | None = Field(default=None, max_length=64)
 
 
 class ModelVersion(ModelVersionBase, table=True):

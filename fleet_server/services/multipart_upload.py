@@ -3,11 +3,12 @@
 The file part goes straight to a staging file in chunks, hashed while it is
 written, and the upload stops with ``UploadTooLargeError`` as soon as it
 passes the cap: nothing is buffered in memory or spooled elsewhere. Text
-fields are small and kept in memory (with their own caps).
+fields are small and kept in memory (with their own caps). A form may name
+further, optional file fields (``extra_files``), each staged the same way.
 """
 
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -34,6 +35,7 @@ class StagedFile:
 class ReceivedForm:
     fields: dict[str, str]
     file: StagedFile | None
+    extra_files: dict[str, StagedFile] = field(default_factory=dict)  # the optional file fields sent
 
 
 @dataclass
@@ -48,12 +50,14 @@ class _Part:
 class _FormCollector:
     """python-multipart callbacks: route each part to memory or to the staging file."""
 
-    def __init__(self, file_field: str, staging_path: Path, max_file_bytes: int) -> None:
+    def __init__(self, file_field: str, staging_path: Path, max_file_bytes: int,
+                 extra_files: Mapping[str, Path] | None = None) -> None:
         self.file_field = file_field
-        self.staging_path = staging_path
+        self.staging_paths = {file_field: staging_path, **(extra_files or {})}
         self.max_file_bytes = max_file_bytes
         self.fields: dict[str, str] = {}
-        self.file: StagedFile | None = None
+        self.files: dict[str, StagedFile] = {}
+        self.file: StagedFile | None = None  # the part being written
         self._hash = hashlib.sha256()
         self._handle: BinaryIO | None = None
         self._part = _Part()
@@ -99,11 +103,13 @@ class _FormCollector:
         self._part.name = options[b"name"].decode("utf-8", errors="replace")
         filename = options.get(b"filename")
         self._part.filename = None if filename is None else Path(filename.decode("utf-8", "replace")).name[:255]
-        if self._part.name == self.file_field:
-            if self.file is not None:
-                raise InvalidUploadError(f"the form has more than one {self.file_field!r} part")
-            self.file = StagedFile(self.staging_path, self._part.filename)
-            self._handle = open(self.staging_path, "wb")  # noqa: SIM115 (closed in _on_part_end/close)
+        if self._part.name in self.staging_paths:
+            if self._part.name in self.files:
+                raise InvalidUploadError(f"the form has more than one {self._part.name!r} part")
+            path = self.staging_paths[self._part.name]
+            self.file = self.files[self._part.name] = StagedFile(path, self._part.filename)
+            self._hash = hashlib.sha256()
+            self._handle = open(path, "wb")  # noqa: SIM115 (closed in _on_part_end/close)
         elif self._part.name in self.fields:
             raise InvalidUploadError(f"the form field {self._part.name!r} appears twice")
 
@@ -127,6 +133,7 @@ class _FormCollector:
             self._handle.close()
             self._handle = None
             self.file.sha256 = self._hash.hexdigest()
+            self.file = None
             return
         try:
             self.fields[self._part.name] = b"".join(self._part.chunks).decode("utf-8")
@@ -143,16 +150,19 @@ class _FormCollector:
 
 
 async def receive_form(
-    stream: AsyncIterator[bytes], content_type: str, *, file_field: str, staging_path: Path, max_file_bytes: int
+    stream: AsyncIterator[bytes], content_type: str, *, file_field: str, staging_path: Path, max_file_bytes: int,
+    extra_files: Mapping[str, Path] | None = None,
 ) -> ReceivedForm:
-    """Parse a multipart body from ``stream``; on any error the staging file is removed."""
+    """Parse a multipart body from ``stream``; on any error the staging files are removed.
+
+    ``extra_files`` maps optional file fields to their staging paths; each file has the same cap."""
     media_type, options = parse_options_header(content_type)
     boundary = options.get(b"boundary")
     if media_type != b"multipart/form-data" or not boundary:
         raise InvalidUploadError("expected a multipart/form-data body with a boundary")
-    collector = _FormCollector(file_field, staging_path, max_file_bytes)
+    collector = _FormCollector(file_field, staging_path, max_file_bytes, extra_files)
     parser = MultipartParser(boundary, collector.callbacks())
-    max_body_bytes = max_file_bytes + FORM_OVERHEAD_BYTES
+    max_body_bytes = max_file_bytes * len(collector.staging_paths) + FORM_OVERHEAD_BYTES
     received = 0
     try:
         async for chunk in stream:
@@ -166,10 +176,13 @@ async def receive_form(
             raise InvalidUploadError("the multipart body ended before its closing boundary")
     except MultipartParseError as exc:
         collector.close()
-        staging_path.unlink(missing_ok=True)
+        for path in collector.staging_paths.values():
+            path.unlink(missing_ok=True)
         raise InvalidUploadError(f"malformed multipart body: {exc}") from None
     except BaseException:
         collector.close()
-        staging_path.unlink(missing_ok=True)
+        for path in collector.staging_paths.values():
+            path.unlink(missing_ok=True)
         raise
-    return ReceivedForm(collector.fields, collector.file)
+    files = dict(collector.files)
+    return ReceivedForm(collector.fields, files.pop(file_field, None), files)

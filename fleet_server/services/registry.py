@@ -101,6 +101,7 @@ class NewVersion:
     fields: UploadFields
     file: StagedFile
     info: ModelInfo
+    reference_profile_sha256: str | None = None  # from calibration data uploaded with the model
 
 
 def register_version(session: Session, new: NewVersion, actor: str = SYSTEM_ACTOR) -> ModelVersion:
@@ -130,6 +131,7 @@ def register_version(session: Session, new: NewVersion, actor: str = SYSTEM_ACTO
                 inputs=[spec.to_dict() for spec in new.info.inputs],
                 outputs=[spec.to_dict() for spec in new.info.outputs],
                 lineage=None if metadata.lineage is None else metadata.lineage.model_dump(),
+                reference_profile_sha256=new.reference_profile_sha256,
             )
             session.add(row)
             session.flush()
@@ -218,6 +220,7 @@ def version_public(name: str, row: ModelVersion, released: bool) -> ModelVersion
         min_ram_mb=row.min_ram_mb,
         filename=row.filename,
         description=row.description,
+        reference_profile_sha256=row.reference_profile_sha256,
         inputs=[TensorSchema.model_validate(spec) for spec in row.inputs],
         outputs=[TensorSchema.model_validate(spec) for spec in row.outputs],
         lineage=None if row.lineage is None else Lineage.model_validate(row.lineage),

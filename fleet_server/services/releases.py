@@ -48,7 +48,7 @@ def build_release(name: str, row: ModelVersion, ttl_days: int) -> Release:
         outputs=tuple(TensorSpec(spec["name"], spec["dtype"], tuple(spec["shape"])) for spec in row.outputs),
         created=created,
         expires=created + timedelta(days=ttl_days),
-        reference_profile_sha256=profile_sha256,
+        reference_profile_sha256=profile_sha256 or row.reference_profile_sha256,  # compression's, else calibration's
     )
 
 
