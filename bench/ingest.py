@@ -20,8 +20,9 @@ do not enter either rate. CPU seconds of the servers, the broker and PostgreSQL 
 drain are read from /proc and reported per window, with the writer's two stages measured
 alone in this process (decode + validate, and row building + insert).
 
-    .venv/bin/python bench/ingest.py                       # SQLite x1, PostgreSQL x1, PostgreSQL x2
-    .venv/bin/python bench/ingest.py --database postgresql --replicas 2 --windows 10000
+    .venv/bin/python bench/ingest.py              # SQLite x1, PostgreSQL x1 (each without and with a decode
+                                                  # worker), PostgreSQL x2
+    .venv/bin/python bench/ingest.py --database postgresql --replicas 2 --decode-workers 0 --windows 10000
 
 Prints one JSON object: {"runs": [{"stored_windows_per_s", "bare_subscriber_msgs_per_s", "windows",
 "database", "replicas", ...}], ...}.
@@ -49,7 +50,8 @@ from ingest_load import bare_rate, bench_profile, encoded_windows, publish_all, 
 from fleet_server.localfleet import LocalServer  # noqa: E402
 from fleet_server.processes import LOOPBACK, ManagedProcess, free_port, wait_for_port  # noqa: E402
 
-DEFAULT_RUNS = (("sqlite", 1), ("postgresql", 1), ("postgresql", 2))
+# (database, replicas, decode worker processes per replica)
+DEFAULT_RUNS = (("sqlite", 1, 0), ("sqlite", 1, 1), ("postgresql", 1, 0), ("postgresql", 1, 1), ("postgresql", 2, 0))
 
 
 def start_broker(directory: Path, inflight: int) -> tuple[ManagedProcess, int]:
@@ -66,9 +68,10 @@ def start_broker(directory: Path, inflight: int) -> tuple[ManagedProcess, int]:
     return broker, port
 
 
-def start_replicas(root: Path, count: int, database_url: str, port: int) -> list[LocalServer]:
+def start_replicas(root: Path, count: int, database_url: str, port: int, decode_workers: int) -> list[LocalServer]:
     """``count`` servers sharing database, key directory and artifact store (docs/deployment.md)."""
-    shared = {"EDGEFLEET_DATABASE_URL": database_url, "EDGEFLEET_KEY_DIR": str(root / "keys"),
+    shared = {"EDGEFLEET_TELEMETRY_DECODE_WORKERS": str(decode_workers),
+              "EDGEFLEET_DATABASE_URL": database_url, "EDGEFLEET_KEY_DIR": str(root / "keys"),
               "EDGEFLEET_ARTIFACT_DIR": str(root / "artifacts"), "EDGEFLEET_SESSION_SECRET": secrets.token_urlsafe(32),
               "EDGEFLEET_MONITOR_INTERVAL_S": "3600", "EDGEFLEET_LOG_LEVEL": "warning"}
     bootstrap, admin = secrets.token_urlsafe(16), secrets.token_urlsafe(24)
@@ -96,13 +99,16 @@ def row_counter(database_url: str):  # type: ignore[no-untyped-def]
     return count, engine
 
 
-def stored_rate(root: Path, port: int, payloads: Path, count: int, devices: int, database_url: str, replicas: int,
-                publishers: int, database_pid: int | None, broker_pid: int) -> dict[str, float]:
+def stored_rate(root: Path, port: int, payloads: Path, count: int, devices: int, database_url: str,
+                replicas: tuple[int, int], publishers: int, database_pid: int | None,
+                broker_pid: int) -> dict[str, float]:
+    """``replicas``: (servers, decode workers each)."""
     from sqlalchemy import create_engine
 
     from tests.fleet_server.synthetic_fleet import insert_devices
 
-    servers = start_replicas(root, replicas, database_url, port)
+    replica_count, decode_workers = replicas
+    servers = start_replicas(root, replica_count, database_url, port, decode_workers)
     try:
         engine = create_engine(database_url)
         insert_devices(engine, devices)
@@ -111,6 +117,8 @@ def stored_rate(root: Path, port: int, payloads: Path, count: int, devices: int,
         stored = root / "artifacts" / profile.sha256()[:2] / profile.sha256()
         stored.parent.mkdir(parents=True, exist_ok=True)
         stored.write_bytes(profile.to_bytes())
+        counter, counter_engine = row_counter(database_url)
+        baseline = _warm_up(root, port, devices, replica_count, counter)
         pids = [server.process.pid for server in servers if server.process is not None and server.process.pid]
         for pid in pids:
             os.kill(pid, signal.SIGSTOP)
@@ -119,11 +127,10 @@ def stored_rate(root: Path, port: int, payloads: Path, count: int, devices: int,
         finally:
             for pid in pids:
                 os.kill(pid, signal.SIGCONT)
-        counter, counter_engine = row_counter(database_url)
         cpu_before = _cpu(pids, broker_pid, database_pid)
         deadline = time.monotonic() + 900
         first_at, first_count = None, 0
-        while (stored_now := counter()) < count:
+        while (stored_now := counter() - baseline) < count:
             if first_at is None and stored_now > 0:
                 first_at, first_count = time.perf_counter(), stored_now
             if time.monotonic() > deadline:
@@ -141,8 +148,24 @@ def stored_rate(root: Path, port: int, payloads: Path, count: int, devices: int,
             server.stop()
 
 
+def _warm_up(root: Path, port: int, devices: int, replicas: int, counter: Any) -> int:
+    """One window per device before the measurement, so every replica has connected to the database and
+    started its decode workers; returns the rows stored by then."""
+    path = root / "warm-up.pickle"
+    path.write_bytes(pickle.dumps(encoded_windows(devices * replicas, devices, first_seq=1_000_000)))
+    publish_all(LOOPBACK, port, path, devices * replicas, 1)
+    deadline = time.monotonic() + 120
+    while (stored := counter()) < devices * replicas:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only {stored} warm-up windows stored")
+        time.sleep(0.1)
+    return stored
+
+
 def _cpu(servers: list[int], broker: int, database: int | None) -> dict[str, float]:
-    cpu = {"server": sum(tree_cpu_seconds(pid) for pid in servers), "broker": tree_cpu_seconds(broker)}
+    cpu = {"server": sum(tree_cpu_seconds(pid) for pid in servers),  # with its decode workers
+           "server_main_process": sum(tree_cpu_seconds(pid, children=False) for pid in servers),
+           "broker": tree_cpu_seconds(broker)}
     if database is not None:
         cpu["postgresql"] = tree_cpu_seconds(database)
     return cpu
@@ -177,7 +200,7 @@ def stage_costs(database_url: str, devices: int, count: int = 3000) -> dict[str,
             "store_cpu_us_per_window": 1e6 * (stored - decoded) / count}
 
 
-def run_all(args: argparse.Namespace, runs: list[tuple[str, int]]) -> list[dict[str, Any]]:
+def run_all(args: argparse.Namespace, runs: list[tuple[str, int, int]]) -> list[dict[str, Any]]:
     cluster = None
     results = []
     with tempfile.TemporaryDirectory(prefix="edgefleet-bench-ingest-") as directory:
@@ -186,7 +209,7 @@ def run_all(args: argparse.Namespace, runs: list[tuple[str, int]]) -> list[dict[
         payloads.write_bytes(pickle.dumps(encoded_windows(args.windows, args.devices)))
         broker, port = start_broker(workdir, args.broker_inflight)
         try:
-            for number, (database, replicas) in enumerate(runs):
+            for number, (database, replicas, workers) in enumerate(runs):
                 root = workdir / f"run-{number}"
                 root.mkdir()
                 database_pid = None
@@ -203,12 +226,13 @@ def run_all(args: argparse.Namespace, runs: list[tuple[str, int]]) -> list[dict[
                     stage_url = cluster.create_database(f"stages_{number}")
                     database_pid = cluster._process.pid if cluster._process else None  # noqa: SLF001
                 bare = bare_rate(LOOPBACK, port, payloads, args.windows, args.publishers)
-                stored = stored_rate(root, port, payloads, args.windows, args.devices, url, replicas,
+                stored = stored_rate(root, port, payloads, args.windows, args.devices, url, (replicas, workers),
                                      args.publishers, database_pid, broker.pid or 0)
                 stages = stage_costs(stage_url, args.devices) if not args.database_url or database == "sqlite" else {}
                 results.append({"stored_windows_per_s": stored.pop("stored_windows_per_s"),
                                 "bare_subscriber_msgs_per_s": bare.pop("bare_subscriber_msgs_per_s"),
                                 "windows": args.windows, "database": database, "replicas": replicas,
+                                "decode_workers": workers,
                                 **stored, **bare, **stages, "load_average_1m": os.getloadavg()[0]})
         finally:
             broker.stop()
@@ -223,15 +247,19 @@ def main() -> None:
     parser.add_argument("--windows", type=int, default=20_000)
     parser.add_argument("--devices", type=int, default=500)
     parser.add_argument("--publishers", type=int, default=3, help="publisher processes")
-    parser.add_argument("--broker-inflight", type=int, default=20,
-                        help="Mosquitto max_inflight_messages (20 is its default)")
+    parser.add_argument("--broker-inflight", type=int, default=1000,
+                        help="Mosquitto max_inflight_messages (1000 as 'edgefleet broker-config' writes; "
+                             "Mosquitto's own default is 20)")
+    parser.add_argument("--decode-workers", type=int, default=1,
+                        help="EDGEFLEET_TELEMETRY_DECODE_WORKERS of a single run")
     parser.add_argument("--database", choices=("sqlite", "postgresql"), help="one run on this database")
     parser.add_argument("--database-url", help="an existing PostgreSQL database (migrated by the server; "
                                                "its telemetry_window table must be empty)")
     parser.add_argument("--replicas", type=int, choices=(1, 2), help="one run with this many server replicas")
     args = parser.parse_args()
     if args.database or args.database_url or args.replicas:
-        runs = [("postgresql" if args.database_url else args.database or "sqlite", args.replicas or 1)]
+        runs = [("postgresql" if args.database_url else args.database or "sqlite", args.replicas or 1,
+                 args.decode_workers)]
     else:
         runs = list(DEFAULT_RUNS)
     results = run_all(args, runs)

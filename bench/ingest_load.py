@@ -139,8 +139,8 @@ def bare_rate(host: str, port: int, path: Path, count: int, processes: int) -> d
             "bare_subscriber_cpu_us_per_msg": 1e6 * cpu / count, "publish_msgs_per_s": published}
 
 
-def tree_cpu_seconds(root: int) -> float:
-    """User + system CPU seconds of ``root`` and all its descendants (live ones), from /proc."""
+def tree_cpu_seconds(root: int, children: bool = True) -> float:
+    """User + system CPU seconds of ``root`` and (unless not ``children``) all its live descendants, from /proc."""
     parents: dict[int, int] = {}
     times: dict[int, float] = {}
     tick = os.sysconf("SC_CLK_TCK")
@@ -157,7 +157,7 @@ def tree_cpu_seconds(root: int) -> float:
     while frontier:
         pid = frontier.pop()
         total += times.get(pid, 0.0)
-        frontier.extend(child for child, parent in parents.items() if parent == pid)
+        frontier.extend(child for child, parent in parents.items() if parent == pid and children)
     return total
 
 

@@ -14,7 +14,8 @@ from fleet_server.services.telemetry_store import TelemetryStore
 
 
 def build_telemetry(settings: Settings, engine: Engine, artifacts: ArtifactStore) -> tuple[TelemetryIngestor, Monitor]:
-    ingestor = TelemetryIngestor(TelemetryStore(engine, artifacts), settings.telemetry_batch_size)
+    ingestor = TelemetryIngestor(TelemetryStore(engine, artifacts), settings.telemetry_batch_size,
+                                 decode_workers=settings.telemetry_decode_workers)
     targets = settings.hook_targets()
     delivery = DeliveryWorker(engine, settings.delivery_settings()) if targets.webhooks or targets.retrain else None
     monitor = Monitor(engine, settings.monitor_settings(), DriftEvaluator(settings.drift_settings()),

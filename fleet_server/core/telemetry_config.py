@@ -13,6 +13,7 @@ from fleet_server.drift.stats import DriftThresholds, StatisticalTest
 
 class TelemetryConfig(BaseModel):
     telemetry_batch_size: int = Field(default=1000, gt=0, le=100_000)  # windows per ingest transaction
+    telemetry_decode_workers: int = Field(default=1, ge=0, le=32)  # processes decoding windows (0: none)
     telemetry_retention_days: int = Field(default=30, gt=0)
     monitor_interval_s: float = Field(default=30.0, gt=0)  # drift, latency, error and offline checks
     drift_bucket_s: int = Field(default=300, gt=0)  # one drift test per subject and bucket

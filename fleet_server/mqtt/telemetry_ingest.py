@@ -4,24 +4,30 @@ windows in batches and acknowledges each message only after its batch committed.
 paho's network thread only enqueues (topic device id, payload, ack); when the
 queue is full it blocks, which stops reading from the socket and lets the
 broker hold the backlog. The writer takes what is queued (up to
-``batch_size``), decodes and validates each window, drops and counts (and
-acknowledges) what is malformed, oversized, claims another device than its
-topic or comes from an unknown device, stores the rest in one transaction,
-then acknowledges them. A failing database is retried with backoff; the
-messages stay unacknowledged meanwhile, so nothing is lost.
+``batch_size``) and has it decoded and validated (``telemetry_decode``), in
+``decode_workers`` worker processes when there are any: decoding is most of the
+CPU a window costs and the GIL would keep it on one core. While a worker
+decodes the next batch, the writer stores the previous one. What is malformed,
+oversized or claims another device than its topic is dropped, counted and
+acknowledged; the store drops unknown devices; the rest is inserted in one
+transaction, then acknowledged. A failing database is retried with backoff;
+the messages stay unacknowledged meanwhile, so nothing is lost. A worker that
+dies is replaced, and its batch is decoded in the writer thread.
 """
 
 import logging
+import multiprocessing
 import queue
 import threading
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-from agent.protocol.errors import DocumentTooLargeError, ProtocolError
-from agent.protocol.telemetry import TelemetryWindow
+from fleet_server.mqtt.telemetry_decode import DecodedBatch, decode_batch
+from fleet_server.services.telemetry_rows import RowBatch
 from fleet_server.services.telemetry_store import StoreResult, TelemetryStore
 
 logger = logging.getLogger(__name__)
@@ -39,9 +45,12 @@ class _Message:
 
 
 class TelemetryIngestor:
-    def __init__(self, store: TelemetryStore, batch_size: int = BATCH_SIZE, max_pending: int = MAX_PENDING) -> None:
+    def __init__(self, store: TelemetryStore, batch_size: int = BATCH_SIZE, max_pending: int = MAX_PENDING,
+                 decode_workers: int = 0) -> None:
         self.store = store
         self.batch_size = batch_size
+        self.decode_workers = decode_workers  # 0: decode in the writer thread
+        self._pool: ProcessPoolExecutor | None = None  # started with the first batch
         self.stats: Counter[str] = Counter()
         self._stats_lock = threading.Lock()
         self._queue: queue.Queue[_Message | None] = queue.Queue(max_pending)
@@ -62,6 +71,7 @@ class TelemetryIngestor:
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
+        self._reset_pool()
 
     def submit(self, device_id: str, payload: bytes, ack: Callable[[], None]) -> None:
         """Queue one telemetry message (paho's network thread); blocks while the queue is full."""
@@ -76,88 +86,101 @@ class TelemetryIngestor:
             self.stats.update(counts)
 
     def _run(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            batch = [first]
-            while len(batch) < self.batch_size:
+        in_flight: deque[tuple[list[_Message], Future[DecodedBatch] | None]] = deque()
+        depth = 2 if self.decode_workers > 0 else 1  # a worker decodes the next batch while this one is stored
+        stopping = False
+        while in_flight or not stopping:
+            batch: list[_Message] = []
+            if not stopping:  # wait for messages only when nothing is being decoded
+                batch, stopping = self._take(block=not in_flight)
+                if batch:
+                    in_flight.append((batch, self._start_decode(batch)))
+            if in_flight and (stopping or not batch or len(in_flight) >= depth):
+                batch, decoding = in_flight.popleft()
                 try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    self._process(batch)
-                    return
-                batch.append(item)
-            try:
-                self._process(batch)
-            except Exception:  # never let one batch end ingestion
-                logger.exception("server event=telemetry_batch_failed size=%d", len(batch))
+                    self._process(batch, decoding)
+                except Exception:  # never let one batch end ingestion
+                    logger.exception("server event=telemetry_batch_failed size=%d", len(batch))
 
-    def _process(self, batch: list[_Message]) -> None:
+    def _take(self, block: bool) -> tuple[list[_Message], bool]:
+        """Up to ``batch_size`` queued messages, and whether the stop marker came."""
+        batch: list[_Message] = []
+        while len(batch) < self.batch_size:
+            try:
+                item = self._queue.get() if block and not batch else self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                return batch, True
+            batch.append(item)
+        return batch, False
+
+    def _start_decode(self, batch: list[_Message]) -> "Future[DecodedBatch] | None":
+        if self.decode_workers <= 0:
+            return None
+        try:
+            if self._pool is None:
+                self._pool = ProcessPoolExecutor(self.decode_workers, multiprocessing.get_context("spawn"))
+            return self._pool.submit(decode_batch, [(m.device_id, m.payload) for m in batch], self.store.sqlite)
+        except RuntimeError as exc:  # a broken pool, or one shutting down
+            logger.warning("server event=telemetry_decode_pool_unavailable error=%s", exc)
+            self._reset_pool()
+            return None
+
+    def _reset_pool(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _decoded(self, batch: list[_Message], decoding: "Future[DecodedBatch] | None") -> DecodedBatch:
+        if decoding is not None:
+            try:
+                return decoding.result()
+            except Exception as exc:  # the worker died (or the batch broke it): decode here instead
+                logger.warning("server event=telemetry_decode_worker_failed size=%d error=%r", len(batch), exc)
+                self._reset_pool()
+        return decode_batch([(m.device_id, m.payload) for m in batch], self.store.sqlite)
+
+    def _process(self, batch: list[_Message], decoding: "Future[DecodedBatch] | None" = None) -> None:
+        decoded = self._decoded(batch, decoding)
         counts: Counter[str] = Counter()
-        windows: list[TelemetryWindow] = []
-        acks: list[Callable[[], None]] = []
-        for message in batch:
-            window = self._decode(message, counts)
-            if window is None:
-                message.ack()  # dropped for good: redelivery would not make it valid
-            else:
-                windows.append(window)
-                acks.append(message.ack)
-        if windows:
-            result = self._store(windows, counts)
+        for dropped in decoded.dropped:
+            counts[dropped.reason] += 1
+            logger.warning("server event=telemetry_dropped reason=%s %s", dropped.reason.removeprefix("telemetry_"),
+                           dropped.detail)
+            batch[dropped.index].ack()  # dropped for good: redelivery would not make it valid
+        if decoded.kept:
+            result = self._store(decoded.rows, counts)
             counts.update(telemetry_stored=result.stored, telemetry_duplicate=result.duplicates,
                           telemetry_unknown_device=result.unknown_device)
             if result.unknown_device:
                 logger.warning("server event=telemetry_dropped reason=unknown_device windows=%d", result.unknown_device)
-            for ack in acks:
-                ack()
+            for index in decoded.kept:
+                batch[index].ack()
         self._count(counts)
 
-    def _decode(self, message: _Message, counts: Counter[str]) -> TelemetryWindow | None:
-        try:
-            window = TelemetryWindow.decode(message.payload)
-        except DocumentTooLargeError as exc:
-            counts["telemetry_oversized"] += 1
-            logger.warning("server event=telemetry_dropped reason=oversized device=%s bytes=%d error=%s",
-                           message.device_id, len(message.payload), exc)
-            return None
-        except ProtocolError as exc:
-            counts["telemetry_malformed"] += 1
-            logger.warning("server event=telemetry_dropped reason=malformed device=%s error=%s",
-                           message.device_id, str(exc)[:300])
-            return None
-        if window.device_id != message.device_id:
-            counts["telemetry_device_mismatch"] += 1
-            logger.warning("server event=telemetry_dropped reason=device_mismatch topic_device=%s "
-                           "message_device=%s", message.device_id, window.device_id)
-            return None
-        return window
-
-    def _store(self, windows: list[TelemetryWindow], counts: Counter[str]) -> StoreResult:
+    def _store(self, rows: RowBatch, counts: Counter[str]) -> StoreResult:
         """Store with retries while the database is unreachable; a batch the database refuses
         (a value out of a column's range, say) is split so only the offending windows are dropped."""
         attempt = 0
         while True:
             try:
-                return self.store.store(windows)
+                return self.store.store_rows(rows)
             except OperationalError as exc:
                 delay = RETRY_DELAYS_S[min(attempt, len(RETRY_DELAYS_S) - 1)]
                 attempt += 1
                 logger.warning("server event=telemetry_store_retry attempt=%d windows=%d delay_s=%.1f error=%s",
-                               attempt, len(windows), delay, str(exc.orig or exc)[:300])
+                               attempt, len(rows), delay, str(exc.orig or exc)[:300])
                 if self._stopping.wait(delay) and attempt > len(RETRY_DELAYS_S):
                     raise
             except SQLAlchemyError as exc:
-                if len(windows) == 1:
+                if len(rows) == 1:
                     counts["telemetry_rejected"] += 1
                     logger.warning("server event=telemetry_dropped reason=rejected_by_database device=%s seq=%d "
-                                   "error=%s", windows[0].device_id, windows[0].seq,
+                                   "error=%s", rows.device_ids[0], rows.rows[0][2],
                                    str(getattr(exc, "orig", None) or exc)[:300])
                     return StoreResult(0, 0, 0)
-                middle = len(windows) // 2
-                first, second = self._store(windows[:middle], counts), self._store(windows[middle:], counts)
+                first_half, second_half = rows.halves()
+                first, second = self._store(first_half, counts), self._store(second_half, counts)
                 return StoreResult(first.stored + second.stored, first.duplicates + second.duplicates,
                                    first.unknown_device + second.unknown_device)

@@ -13,6 +13,7 @@ is the same arithmetic as ``histogram_quantiles``, so the values are identical).
 
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -97,3 +98,27 @@ def window_rows(windows: Sequence[TelemetryWindow], received_at: float,
             _json(shadow.to_dict()) if shadow else None, shadow.agreement if shadow else None,
         ))
     return rows
+
+
+@dataclass(frozen=True)
+class RowBatch:
+    """Rows ready for the insert (timestamps as text for SQLite), with what the store checks first:
+    each row's device id, and the reference profiles the rows were binned on."""
+
+    device_ids: list[str]
+    profiles: frozenset[str]
+    rows: list[tuple[Any, ...]]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def halves(self) -> tuple["RowBatch", "RowBatch"]:
+        middle = len(self.rows) // 2
+        return (RowBatch(self.device_ids[:middle], self.profiles, self.rows[:middle]),
+                RowBatch(self.device_ids[middle:], self.profiles, self.rows[middle:]))
+
+
+def row_batch(windows: Sequence[TelemetryWindow], sqlite: bool, received_at: float) -> RowBatch:
+    return RowBatch([window.device_id for window in windows],
+                    frozenset(window.features.profile_sha256 for window in windows if window.features),
+                    window_rows(windows, received_at, sqlite_time if sqlite else aware_time))

@@ -23,7 +23,7 @@ from fleet_server.models.device import Device
 from fleet_server.models.pki import DeviceRevocation
 from fleet_server.models.telemetry import ReferenceProfileRecord, TelemetryWindowRecord
 from fleet_server.services.artifact_store import ArtifactStore
-from fleet_server.services.telemetry_rows import COLUMNS, aware_time, sqlite_time, window_rows
+from fleet_server.services.telemetry_rows import COLUMNS, RowBatch, row_batch
 
 logger = logging.getLogger(__name__)
 
@@ -52,14 +52,11 @@ def _insert(connection: Connection, table: Any, index_elements: list[str]) -> An
     return dialect.insert(table).on_conflict_do_nothing(index_elements=index_elements)
 
 
-def _insert_rows(connection: Connection, windows: Sequence[TelemetryWindow]) -> int:
+def _insert_rows(connection: Connection, rows: list[tuple[Any, ...]]) -> int:
     """Insert through the driver's ``executemany`` (SQLAlchemy's per-row bind processing was most of the
     cost of a batch); return how many rows were new. Both drivers count only the rows the conflict
     clause let in (psycopg sums the counts of an ``executemany``, which it pipelines)."""
-    if connection.dialect.name == "sqlite":
-        statement, rows = SQLITE_INSERT, window_rows(windows, time.time(), sqlite_time)
-    else:
-        statement, rows = POSTGRES_INSERT, window_rows(windows, time.time(), aware_time)
+    statement = SQLITE_INSERT if connection.dialect.name == "sqlite" else POSTGRES_INSERT
     return int(connection.exec_driver_sql(statement, rows).rowcount)
 
 
@@ -69,25 +66,33 @@ class TelemetryStore:
         self.artifacts = artifacts
         self._known_profiles: set[str] = set()
 
+    @property
+    def sqlite(self) -> bool:
+        return self.engine.dialect.name == "sqlite"
+
     def store(self, windows: Sequence[TelemetryWindow]) -> StoreResult:
         """Insert ``windows`` in one transaction; return how many were new, duplicates, or unknown."""
-        if not windows:
+        return self.store_rows(row_batch(windows, self.sqlite, time.time()))
+
+    def store_rows(self, batch: RowBatch) -> StoreResult:
+        """Insert a batch built by ``row_batch`` (for this store's dialect) in one transaction."""
+        if not batch.rows:
             return StoreResult(0, 0, 0)
-        device_ids = sorted({window.device_id for window in windows})
         with write_session(self.engine) as session:
             connection = session.connection()
             known = set(connection.execute(
-                select(Device.device_id).where(Device.device_id.in_(device_ids),  # type: ignore[attr-defined]
+                select(Device.device_id).where(Device.device_id.in_(sorted(set(batch.device_ids))),  # type: ignore[attr-defined]
                                                Device.device_id.not_in(  # type: ignore[attr-defined]
                                                    select(DeviceRevocation.device_id)))  # revoked: dropped
             ).scalars())
-            accepted = [window for window in windows if window.device_id in known]
-            self._ensure_profiles(connection, accepted)
-            stored = _insert_rows(connection, accepted) if accepted else 0
-        return StoreResult(stored, len(accepted) - stored, len(windows) - len(accepted))
+            rows = [row for device_id, row in zip(batch.device_ids, batch.rows, strict=True) if device_id in known]
+            if rows:
+                self._ensure_profiles(connection, batch.profiles)
+            stored = _insert_rows(connection, rows) if rows else 0
+        return StoreResult(stored, len(rows) - stored, len(batch.rows) - len(rows))
 
-    def _ensure_profiles(self, connection: Connection, windows: Sequence[TelemetryWindow]) -> None:
-        wanted = {window.features.profile_sha256 for window in windows if window.features} - self._known_profiles
+    def _ensure_profiles(self, connection: Connection, profiles: frozenset[str]) -> None:
+        wanted = profiles - self._known_profiles
         if not wanted:
             return
         present = set(connection.execute(
