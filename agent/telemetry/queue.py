@@ -5,16 +5,19 @@ queue is bounded by the bytes of the payloads it holds: appending past the
 bound evicts the oldest windows first, and the number evicted is handed to
 the next window appended (its ``evicted`` field), so the server learns about
 the gap (a window evicted with such a report passes it on: every eviction is
-reported by exactly one window that is sent). A window the publisher had
-already handed to paho can still arrive after its row was evicted: paho
-retransmits what it holds once the broker is back. The window sequence number is allocated here, in the same
+reported by exactly one window that is sent). Windows the MQTT client holds a
+copy of (``held``, from the publisher) are never evicted, since they may still
+arrive: an evicted window is one that never left, so the evictions reported
+are exactly the windows missing on the server. The bound can be exceeded by
+those held windows (at most the publisher's in-flight limit, a few per
+reconnect). The window sequence number is allocated here, in the same
 transaction as the insert, so it survives restarts and never repeats.
 """
 
 import logging
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,10 +66,11 @@ class TelemetryQueue:
     def _meta(self, key: str) -> int:
         return int(self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()[0])
 
-    def append(self, build: Callable[[int, int], bytes]) -> int:
+    def append(self, build: Callable[[int, int], bytes], held: Collection[int] = ()) -> int:
         """Store ``build(seq, evicted)`` as the next window; return its sequence number.
 
-        ``evicted`` is the number of windows evicted since the last append, reported by this window.
+        ``evicted`` is the number of windows evicted since the last append, reported by this window;
+        windows in ``held`` (handed to the MQTT client, unacknowledged) are not evicted.
         """
         with self._lock:
             try:
@@ -77,7 +81,7 @@ class TelemetryQueue:
                     self._db.execute("INSERT INTO windows (seq, payload, size, reports) VALUES (?, ?, ?, ?)",
                                      (seq, payload, len(payload), evicted))
                     self._db.execute("UPDATE meta SET value = ? WHERE key = 'next_seq'", (seq + 1,))
-                    dropped, unreported = self._evict(keep=seq)
+                    dropped, unreported = self._evict(keep={seq, *held})
                     self._db.execute("UPDATE meta SET value = ? WHERE key = 'unreported_evictions'", (unreported,))
                     if dropped:
                         self._db.execute("UPDATE meta SET value = value + ? WHERE key = 'evicted_total'", (dropped,))
@@ -91,22 +95,29 @@ class TelemetryQueue:
             log.warning("event=telemetry_evicted windows=%d bound_bytes=%d", dropped, self.max_bytes)
         return seq
 
-    def _evict(self, keep: int) -> tuple[int, int]:
-        """Delete the oldest windows (never ``keep``) until the payloads fit the bound.
+    def _evict(self, keep: Collection[int]) -> tuple[int, int]:
+        """Delete the oldest windows (never one in ``keep``) until the payloads fit the bound.
 
         Returns (windows dropped, evictions to report): a dropped window's own report of earlier
         evictions is lost with it, so its count is carried over to the next window."""
         total = int(self._db.execute("SELECT COALESCE(SUM(size), 0) FROM windows").fetchone()[0])
         dropped = unreported = 0
+        after = 0
         while total > self.max_bytes:
-            row = self._db.execute("SELECT seq, size, reports FROM windows WHERE seq != ? ORDER BY seq LIMIT 1",
-                                   (keep,)).fetchone()
-            if row is None:
+            rows = self._db.execute("SELECT seq, size, reports FROM windows WHERE seq > ? ORDER BY seq LIMIT 64",
+                                    (after,)).fetchall()
+            if not rows:
                 break
-            self._db.execute("DELETE FROM windows WHERE seq = ?", (row[0],))
-            total -= int(row[1])
-            dropped += 1
-            unreported += 1 + int(row[2])
+            for seq, size, reports in rows:
+                after = int(seq)
+                if after in keep:
+                    continue
+                self._db.execute("DELETE FROM windows WHERE seq = ?", (after,))
+                total -= int(size)
+                dropped += 1
+                unreported += 1 + int(reports)
+                if total <= self.max_bytes:
+                    break
         return dropped, unreported
 
     def peek(self, after_seq: int, limit: int) -> list[tuple[int, bytes]]:

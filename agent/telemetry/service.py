@@ -122,5 +122,5 @@ class TelemetryService:
                 evicted=evicted, shadow=report.shadow,
             ).encode()
 
-        seq = self.queue.append(build)
+        seq = self.queue.append(build, held=self.publisher.held())
         log.debug("event=telemetry_window seq=%d requests=%d errors=%d", seq, report.requests, report.errors)

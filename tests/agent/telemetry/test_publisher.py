@@ -1,5 +1,6 @@
 """The publisher: in order, bounded in flight, deletes only acknowledged windows, waits while
-offline, republishes what was never acknowledged."""
+offline, starts over from the oldest window after every reconnect, republishes what was never
+acknowledged, and tells the queue which windows the client still holds."""
 
 import itertools
 import threading
@@ -106,8 +107,78 @@ def test_time_offline_does_not_count_towards_the_timeout(queue: TelemetryQueue) 
     link.connected.clear()
     clock.now = 100
     publisher.pump()
+    assert len(link.sent) == 2
     link.connected.set()
-    publisher.on_connected()  # paho retransmits what it holds after a reconnect
+    publisher.on_connected()
+    publisher.pump()  # after the reconnect: w1, w2 once more (the timeout has nothing to do with it)
     clock.now = 105
     publisher.pump()
-    assert len(link.sent) == 2 and publisher.republished == 0
+    assert [payload for _, payload in link.sent] == [b"w1", b"w2", b"w1", b"w2"]
+
+
+class ForgetfulLink(FakeLink):
+    """A client that loses what it held when the connection drops (no session retransmission, or a
+    broker that lost the session): PUBACKs for those message ids never come."""
+
+    def drop(self) -> None:
+        self.connected.clear()
+        self.sent.clear()
+
+    def acknowledge_all(self, publisher: TelemetryPublisher) -> None:
+        for mid, _ in self.sent:
+            publisher.on_puback(mid)
+        self.sent.clear()
+
+
+def test_the_backlog_drains_after_reconnects_even_if_the_client_lost_what_was_in_flight(
+        queue: TelemetryQueue) -> None:
+    link, clock = ForgetfulLink(), Clock()
+    publisher = TelemetryPublisher(queue, link, max_inflight=4, ack_timeout_s=60, clock=clock)
+    assert publisher.pump() == 4  # w1..w4 in flight
+    for _ in range(3):  # the broker restarts more often than the ack timeout
+        link.drop()
+        clock.now += 20
+        link.connected.set()
+        publisher.on_connected()
+        assert publisher.pump() == 4  # not stuck waiting for acks that will never come
+        assert [payload for _, payload in link.sent] == [b"w1", b"w2", b"w3", b"w4"]
+    while link.sent:
+        link.acknowledge_all(publisher)
+        publisher.pump()
+    assert queue.peek(0, 100) == [] and publisher.acknowledged == 10
+
+
+def test_any_copy_acknowledged_settles_the_window_once(queue: TelemetryQueue) -> None:
+    link = FakeLink()
+    publisher = TelemetryPublisher(queue, link, max_inflight=2)
+    publisher.pump()  # w1 (mid 1), w2 (mid 2)
+    link.connected.clear()
+    publisher.pump()
+    link.connected.set()
+    publisher.on_connected()
+    publisher.pump()  # w1 (mid 3), w2 (mid 4); the client retransmits mids 1 and 2 itself
+    assert publisher.held() == {1, 2}
+    publisher.on_puback(1)  # the old copy of w1 arrives first
+    publisher.on_puback(3)  # then the new one
+    publisher.pump()
+    assert [seq for seq, _ in queue.peek(0, 3)] == [2, 3, 4]
+    assert publisher.acknowledged == 1
+    assert publisher.held() == {2, 3}  # both copies of w1 forgotten; w3 went out in the freed slot
+
+
+def test_windows_in_flight_are_held_and_never_evicted(tmp_path: Path) -> None:
+    store = TelemetryQueue(tmp_path / "q.db", 400)  # room for 4 windows of 100 bytes
+    link = FakeLink()
+    publisher = TelemetryPublisher(store, link, max_inflight=2)
+
+    def window(seq: int, evicted: int) -> bytes:
+        return f"w{seq}:{evicted}".encode().ljust(100, b".")
+
+    for _ in range(4):
+        store.append(window)
+    publisher.pump()  # w1, w2 in flight
+    link.connected.clear()  # an outage: more windows than fit
+    for _ in range(3):
+        store.append(window, held=publisher.held())
+    assert [seq for seq, _ in store.peek(0, 10)] == [1, 2, 6, 7]  # 3, 4, 5 evicted; 1, 2 may still arrive
+    assert store.stats().evicted_total == 3

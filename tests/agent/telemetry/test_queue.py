@@ -51,6 +51,24 @@ def test_the_bound_evicts_oldest_first_and_the_next_window_reports_it(tmp_path: 
     assert queue.stats().bytes <= 1_000
 
 
+def test_windows_the_client_holds_are_not_evicted_so_every_eviction_is_a_window_that_never_left(
+        tmp_path: Path) -> None:
+    queue = TelemetryQueue(tmp_path / "q.db", 1_000)
+    for _ in range(10):
+        queue.append(payload)
+    queue.append(payload, held={1, 2})  # 1 and 2 are in flight: 3 goes instead
+    queue.append(payload, held={1, 2})  # and then 4
+    assert [seq for seq, _ in queue.peek(0, 3)] == [1, 2, 5]
+    assert queue.stats().evicted_total == 2
+    queue.append(payload, held=set(range(1, 13)))  # everything held: the bound gives way, nothing is evicted
+    assert queue.stats().evicted_total == 2 and queue.stats().windows == 11
+    queue.delete([1, 2])  # acknowledged: 5..13 left, room for one more
+    queue.append(payload)
+    queue.append(payload)  # the oldest goes again: 5
+    assert [seq for seq, _ in queue.peek(0, 2)] == [6, 7] and queue.stats().evicted_total == 3
+    assert queue.stats().bytes <= 1_000
+
+
 def test_a_window_larger_than_the_bound_replaces_everything_but_is_kept(tmp_path: Path) -> None:
     queue = TelemetryQueue(tmp_path / "q.db", 250)
     queue.append(payload)
