@@ -26,20 +26,14 @@ from sqlmodel import Session
 from agent.protocol import ProtocolError, TopicKind, parse_topic, subscription
 from agent.protocol.messages import PresenceMessage, StatusMessage
 from fleet_server.mqtt.broker_url import BrokerAddress
+from fleet_server.mqtt.publish_link import KEEPALIVE_S, PublishLink, make_client
 from fleet_server.mqtt.telemetry_ingest import TelemetryIngestor
 from fleet_server.services import ingest
 from fleet_server.services.ingest import IngestOutcome
 
 logger = logging.getLogger(__name__)
 
-KEEPALIVE_S = 30
-RECONNECT_MIN_DELAY_S = 1
-RECONNECT_MAX_DELAY_S = 30
 DB_RETRY_DELAYS_S = (0.2, 0.5, 1.0)
-# Directives a rollout tick publishes may all be in flight at once (paho's default is 20): they go out in
-# one write instead of waiting for acknowledgements 20 at a time behind the device messages this
-# client's network thread handles.
-PUBLISH_WINDOW = 10_000
 CONSUMED_KINDS = (TopicKind.STATUS, TopicKind.PRESENCE, TopicKind.TELEMETRY)
 
 
@@ -61,19 +55,12 @@ class MqttBridge:
         self._connected = threading.Event()
         self._on_connected: list[Callable[[], None]] = []
         self.client = self._make_client()
+        # directives go out on a connection of their own (see fleet_server.mqtt.publish_link)
+        self.link = PublishLink(address, f"{self.client_id}-pub", self._run_hooks_if_ready)
 
     def _make_client(self) -> mqtt.Client:
-        client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=not self.persistent_session,
-            protocol=mqtt.MQTTv311, manual_ack=True,  # acknowledged once stored
-        )
-        if self.address.username is not None:
-            client.username_pw_set(self.address.username, self.address.password)
-        if self.address.tls:
-            client.tls_set(ca_certs=self.address.ca_file, certfile=self.address.cert_file,
-                           keyfile=self.address.key_file)
-        client.reconnect_delay_set(RECONNECT_MIN_DELAY_S, RECONNECT_MAX_DELAY_S)
-        client.max_inflight_messages_set(PUBLISH_WINDOW)
+        client = make_client(self.address, self.client_id, clean_session=not self.persistent_session,
+                             manual_ack=True)  # acknowledged once stored
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
@@ -83,10 +70,11 @@ class MqttBridge:
 
     @property
     def connected(self) -> bool:
-        return self._connected.is_set()
+        return self._connected.is_set() and self.link.connected
 
     def add_connect_hook(self, hook: Callable[[], None]) -> None:
-        """Run ``hook`` in a worker thread after every (re)connect and subscription."""
+        """Run ``hook`` in a worker thread after every (re)connect and subscription (of either
+        connection, once both are up)."""
         self._on_connected.append(hook)
 
     def start(self) -> None:
@@ -95,6 +83,7 @@ class MqttBridge:
             self.telemetry.start()
         self.client.connect_async(self.address.host, self.address.port, keepalive=KEEPALIVE_S)
         self.client.loop_start()
+        self.link.start()
 
     def wait_connected(self, timeout: float) -> bool:
         return self._connected.wait(timeout)
@@ -103,6 +92,7 @@ class MqttBridge:
         if self.persistent_session and self.shared_subscription and self._connected.is_set():
             self._leave_share_group()
         self._connected.clear()
+        self.link.stop()
         self.client.disconnect()
         self.client.loop_stop()
         if self.telemetry is not None and self.owns_telemetry:
@@ -120,7 +110,7 @@ class MqttBridge:
             logger.warning("server event=mqtt_unsubscribe_timeout timeout_s=%.1f", timeout)
 
     def publish(self, topic: str, payload: bytes, retain: bool = True) -> mqtt.MQTTMessageInfo:
-        return self.client.publish(topic, payload, qos=1, retain=retain)
+        return self.link.publish(topic, payload, retain)
 
     # -- paho callbacks (network thread) ---------------------------------------
 
@@ -134,6 +124,11 @@ class MqttBridge:
         self._connected.set()
         logger.info("server event=mqtt_connected url=%s subscriptions=%s", self.address.url,
                     ",".join(topic for topic, _ in topics))
+        self._run_hooks_if_ready()
+
+    def _run_hooks_if_ready(self) -> None:
+        if not self.connected:  # the other connection's callback runs them once it is up
+            return
         for hook in self._on_connected:
             threading.Thread(target=self._run_hook, args=(hook,), name="edgefleet-mqtt-connect-hook",
                              daemon=True).start()

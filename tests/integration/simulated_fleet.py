@@ -56,7 +56,8 @@ def wait_started(process: ManagedProcess, timeout: float = 120.0) -> list[str]:
                f"{process.name} to start its devices")
     line = next(line for line in process.log_text(latest_run_only=True).splitlines()
                 if line.startswith(DEVICES_LINE))
-    return json.loads(line)["devices"]
+    # stdout and stderr share the log: a warning may follow the line before its newline does
+    return json.JSONDecoder().raw_decode(line)[0]["devices"]
 
 
 def _classifier_nodes(weights: np.ndarray) -> tuple[list, list]:
