@@ -37,12 +37,32 @@ MB = 1024 * 1024
 
 def memory(pid: int) -> dict[str, float]:
     values: dict[str, float] = {}
-    for path, keys in ((f"/proc/{pid}/status", ("VmRSS", "VmHWM")), (f"/proc/{pid}/smaps_rollup", ("Pss",))):
+    for path, keys in ((f"/proc/{pid}/status", ("VmRSS", "VmHWM", "RssAnon", "RssFile", "Threads")),
+                       (f"/proc/{pid}/smaps_rollup", ("Pss",))):
         for line in Path(path).read_text().splitlines():
             name, _, rest = line.partition(":")
-            if name in keys:
+            if name == "Threads":
+                values[name] = int(rest)
+            elif name in keys:
                 values[name] = round(int(rest.split()[0]) * 1024 / MB, 1)
-    return {"rss_mb": values["VmRSS"], "peak_rss_mb": values["VmHWM"], "pss_mb": values.get("Pss", 0.0)}
+    return {"rss_mb": values["VmRSS"], "peak_rss_mb": values["VmHWM"], "pss_mb": values.get("Pss", 0.0),
+            "anon_mb": values.get("RssAnon", 0.0), "file_mb": values.get("RssFile", 0.0),
+            "threads": values.get("Threads", 0)}
+
+
+def largest_mappings(pid: int, top: int = 8) -> dict[str, float]:
+    """Resident MB per mapped file (and [heap], [anon]) from /proc/<pid>/smaps, largest first."""
+    by_name: dict[str, int] = {}
+    name = "[anon]"
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        head = line.split(maxsplit=5)
+        if len(head) >= 5 and "-" in head[0] and not head[0].endswith(":"):
+            name = Path(head[5]).name if len(head) == 6 and head[5].startswith("/") else (
+                head[5] if len(head) == 6 else "[anon]")
+        elif line.startswith("Rss:"):
+            by_name[name] = by_name.get(name, 0) + int(line.split()[1])
+    ranked = sorted(by_name.items(), key=lambda item: -item[1])[:top]
+    return {key: round(kb / 1024, 1) for key, kb in ranked}
 
 
 def cpu_seconds(pid: int) -> float:
@@ -104,6 +124,7 @@ def measure(idle_seconds: float) -> dict[str, Any]:
                 install(client, agent, MODELS / "digits_mlp.tflite", "digits-tflite")
                 serve_some(agent, "digits-tflite", rows)
                 both_imported = memory(pid)
+                mappings = largest_mappings(pid)
         finally:
             agent.stop()
             server.stop()
@@ -114,6 +135,7 @@ def measure(idle_seconds: float) -> dict[str, Any]:
         "idle_cpu_percent_of_one_core": round(100 * idle_cpu / idle_elapsed, 3),
         "idle_measured_s": round(idle_elapsed, 1),
         "memory": {"no_model": no_model, "onnx_model": onnx_loaded, "onnx_then_tflite": both_imported},
+        "largest_mappings_mb": mappings,
         "machine": f"{platform.machine()} {os.cpu_count()} cpus, Python {platform.python_version()}",
     }
 
