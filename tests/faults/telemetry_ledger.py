@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import sqlite3
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from fleet_server.processes import WaitTimeoutError, wait_until
@@ -63,6 +64,34 @@ def stored_windows(server_db: Path) -> dict[str, Counter[int]]:
         return stored
     finally:
         connection.close()
+
+
+def _naive_utc(value: str) -> datetime:
+    moment = datetime.fromisoformat(value)
+    return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
+
+
+def devices_with_windows_since(server_db: Path, since: datetime) -> set[str]:
+    """Devices with a stored window that started at or after ``since`` (a UTC time)."""
+    cutoff = _naive_utc(since.isoformat())
+    connection = _read_only(server_db)
+    try:
+        rows = connection.execute("SELECT device_id, MAX(seq), window_start FROM telemetry_window GROUP BY device_id")
+        return {device_id for device_id, _, start in rows if _naive_utc(str(start)) >= cutoff}
+    finally:
+        connection.close()
+
+
+def wait_for_windows_since(server_db: Path, devices: Iterable[str], since: datetime, timeout: float) -> None:
+    """Wait until every one of ``devices`` has a window stored that started at or after ``since``."""
+    wanted = set(devices)
+    try:
+        wait_until(lambda: wanted <= devices_with_windows_since(server_db, since), timeout,
+                   "a telemetry window started since then stored for every device", interval=1.0)
+    except WaitTimeoutError:
+        missing = sorted(wanted - devices_with_windows_since(server_db, since))
+        raise AssertionError(f"no telemetry window started since {since.isoformat()} stored after {timeout:.0f}s "
+                             f"for {len(missing)} devices: {missing}") from None
 
 
 @dataclass(frozen=True)
