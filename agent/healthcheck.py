@@ -8,7 +8,6 @@ within the bound. Any deviation raises ``HealthCheckError`` with the reason.
 """
 
 import logging
-import statistics
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -77,7 +76,7 @@ def check_model(model: LoadedModel, inputs: tuple[TensorSpec, ...], outputs: tup
             timings.append((time.perf_counter() - started) * 1000.0)
     except InferenceError as exc:
         raise HealthCheckError(f"sample inference failed: {exc}") from None
-    latency = statistics.median(timings)
+    latency = float(np.median(timings))
     if latency > latency_bound_ms:
         raise HealthCheckError(f"sample inference took {latency:.1f} ms, bound is {latency_bound_ms:.0f} ms")
     log.info("event=health_check_passed latency_ms=%.2f", latency)

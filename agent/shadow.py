@@ -14,7 +14,6 @@ window.
 import logging
 import os
 import queue
-import statistics
 import threading
 import time
 from collections.abc import Mapping
@@ -185,8 +184,8 @@ class ShadowRunner:
             "candidate": {"name": candidate.name, "version": candidate.version},
             "compared": window.agreement.compared,
             "agreement": agreement,
-            "serving_p50_ms": statistics.median(window.serving_ms),
-            "candidate_p50_ms": statistics.median(window.candidate_ms),
+            "serving_p50_ms": float(np.median(window.serving_ms)),
+            "candidate_p50_ms": float(np.median(window.candidate_ms)),
         }
         if window.agreement.mean_abs_diff is not None:
             report["mean_abs_diff"] = window.agreement.mean_abs_diff

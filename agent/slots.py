@@ -31,7 +31,6 @@ import logging
 import os
 import shutil
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -218,7 +217,7 @@ class SlotStore:
     def _discard(self, name: str) -> None:
         """Move a slot out of the way atomically (then delete it at leisure)."""
         if (self.root / name).exists():
-            self._rename(name, f".trash-{uuid.uuid4().hex}")
+            self._rename(name, f".trash-{os.urandom(16).hex()}")
 
     def _purge_trash(self) -> None:
         for entry in self.root.glob(".trash-*"):

@@ -19,7 +19,6 @@ import fcntl
 import json
 import os
 import sys
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,7 +79,7 @@ class InstallLayout:
     def switch(self, link: str, slot: str) -> None:
         """Point ``link`` at ``slot`` atomically."""
         self.slot_dir(slot)
-        temporary = self.root / f".{link}.{uuid.uuid4().hex}"
+        temporary = self.root / f".{link}.{os.urandom(16).hex()}"
         os.symlink(f"{self.slots.name}/{slot}", temporary)
         try:
             os.replace(temporary, self.root / link)

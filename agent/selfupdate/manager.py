@@ -22,20 +22,31 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import agent
 from agent.errors import SelfUpdateError
 from agent.job import Job
-from agent.selfupdate.bundle import inspect_wheel
-from agent.selfupdate.installer import install_wheel
 from agent.selfupdate.layout import CONFIRMED, CURRENT, InstallLayout, detect_layout
 from agent.selfupdate.trial import CONFIRMED as CONFIRMED_OUTCOME
 from agent.selfupdate.trial import Trial
 from agent.statemachine import Event
 
+if TYPE_CHECKING:
+    from agent.selfupdate.bundle import AgentBundle
+
 log = logging.getLogger(__name__)
 
 RESTART_EXIT_CODE = 75  # EX_TEMPFAIL: "start me again" (the unit's Restart= does, into the new slot)
+
+
+def install_wheel(python: str, source_slot: Path, target_slot: Path, wheel: Path, bundle: "AgentBundle",
+                  extras: str) -> None:
+    """``agent.selfupdate.installer.install_wheel``, imported when an agent update comes (its
+    importlib.metadata, zipfile and csv cost the always-running agent about 1 MB resident)."""
+    from agent.selfupdate import installer
+
+    installer.install_wheel(python, source_slot, target_slot, wheel, bundle, extras)
 
 
 @dataclass(frozen=True)
@@ -67,6 +78,8 @@ class SelfUpdater:
         if trial is not None and trial.sequence == job.sequence and trial.candidate == self.running_slot:
             log.info("event=agent_install_skipped seq=%d reason=already_running_the_candidate", job.sequence)
             return
+        from agent.selfupdate.bundle import inspect_wheel  # zipfile: imported when an agent update comes
+
         bundle = inspect_wheel(wheel)
         if self.layout.target(CONFIRMED) != self.running_slot:
             raise SelfUpdateError("this agent is itself on trial; deploy again once it is confirmed")
