@@ -107,7 +107,7 @@ class InputSchema:
         if len(inputs) == len(self._checks):
             for name, dtype, ndim, getter, sizes in self._checks:
                 value = inputs.get(name)
-                if value is None or value.dtype != dtype or value.ndim != ndim or (
+                if value is None or (value.dtype is not dtype and value.dtype != dtype) or value.ndim != ndim or (
                         getter is not None and getter(value.shape) != sizes):
                     break
             else:
@@ -178,7 +178,11 @@ class InferenceService:
         served = self._served  # one reference read (atomic); ``swap`` replaces it under the lock
         if served is None or (name is not None and name != served.name):
             served = self.resolve(name)  # raises with the reason
-        self.validate(served, inputs)
+        try:
+            served.schema.check(inputs)
+        except InvalidInferenceRequestError as exc:
+            self._notify(served, inputs, None, 0.0, exc)
+            raise
         return self.run(served, inputs)
 
     def validate(self, served: ServedModel, inputs: Mapping[str, np.ndarray]) -> None:

@@ -40,6 +40,7 @@ from agent.protocol.telemetry import (
     ShadowSummary,
 )
 from agent.telemetry.outputs import OutputReader
+from agent.telemetry.pending import feature_rows, numpy_dtype, prediction_rows
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ class _Binding:
             spec = served.inputs[names.index(self.input_name)]
             dims = tuple(size for size in spec.shape[1:] if size is not None)
             if len(spec.shape) >= 1 and len(dims) == len(spec.shape) - 1:
-                self.input_dtype, self.sample_shape = _numpy_dtype(spec.dtype), dims
+                self.input_dtype, self.sample_shape = numpy_dtype(spec.dtype), dims
         self.binner = FeatureBinner(self.edges) if self.edges else None
         predictions = self.profile.predictions if self.profile is not None else None
         self.value_edges = np.asarray(predictions.labels_or_edges, dtype=np.float64) \
@@ -145,7 +146,9 @@ class TelemetryAccumulator:
                 if binding.input_name is not None:
                     batch = inputs.get(binding.input_name)
                     if batch is not None:  # copied: the caller may reuse its buffer
-                        if batch.dtype == binding.input_dtype and batch.shape[1:] == binding.sample_shape:
+                        dtype = batch.dtype
+                        if (dtype is binding.input_dtype or dtype == binding.input_dtype) \
+                                and batch.shape[1:] == binding.sample_shape:
                             self._raw.append(batch.tobytes())
                         else:
                             self._inputs.append(batch.copy())
@@ -175,12 +178,12 @@ class TelemetryAccumulator:
             self._inputs.append(joined.reshape(-1, *binding.sample_shape))
             self._raw = []
         if self._inputs:
-            rows = _feature_rows(self._inputs, len(self._binding.edges))
+            rows = feature_rows(self._inputs, len(self._binding.edges))
             self._inputs = []
             if rows is not None and self._binding.binner is not None:
                 self._bin_rows(self._binding.binner, rows)
         if self._outputs:
-            predictions, scores = _prediction_rows(self._binding.reader, self._outputs)
+            predictions, scores = prediction_rows(self._binding.reader, self._outputs)
             self._outputs = []
             self._bin_predictions(predictions, scores)
 
@@ -281,51 +284,3 @@ class TelemetryAccumulator:
     def requests(self) -> int:
         with self._lock:
             return self._counts.requests
-
-
-def _numpy_dtype(name: str) -> np.dtype | None:
-    try:
-        return np.dtype(name)
-    except TypeError:  # "str" and other types numpy does not know: never matched
-        return None
-
-
-def _feature_rows(batches: list[np.ndarray], width: int) -> np.ndarray | None:
-    """The pending input batches as one float64 matrix of ``width`` features (rows that do not fit are dropped).
-
-    The flattening is ``agent.binning.feature_matrix``'s: each sample's first input, flattened."""
-    try:
-        stacked = np.concatenate(batches)  # one call when every batch has the same sample shape
-        matrices = [stacked.reshape(len(stacked), -1)] if stacked.ndim >= 1 else []
-    except ValueError:
-        matrices = [batch.reshape(len(batch), -1) for batch in batches if batch.ndim >= 1]
-    fitting = [matrix[:, :width] for matrix in matrices if matrix.shape[1] >= width and len(matrix)]
-    if not fitting:
-        return None
-    return np.asarray(np.concatenate(fitting) if len(fitting) > 1 else fitting[0], dtype=np.float64)
-
-
-def _prediction_rows(reader: OutputReader, outputs: list[Mapping[str, np.ndarray]]
-                     ) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """(labels or values, scores) of the pending requests, one row per sample."""
-    name = reader.value_output if reader.kind is PredictionKind.VALUES else reader.label_output
-    predictions = _stack([output.get(name) for output in outputs], first_column=True) if name else None
-    scores = _stack([output.get(reader.score_output) for output in outputs], first_column=False) \
-        if reader.kind is PredictionKind.CLASSES and reader.score_output else None
-    if scores is not None and (scores.shape[1] < 2 or (predictions is not None and len(predictions) != len(scores))):
-        scores = None
-    return predictions, scores
-
-
-def _stack(arrays: list[np.ndarray | None], first_column: bool) -> np.ndarray | None:
-    present = [array for array in arrays if array is not None and array.ndim >= 1 and len(array)]
-    if not present:
-        return None
-    try:
-        stacked = np.concatenate(present)
-    except ValueError:  # shapes differ between requests: row by row
-        rows = [array.reshape(len(array), -1) for array in present]
-        width = min(row.shape[1] for row in rows)
-        stacked = np.concatenate([row[:, :width] for row in rows])
-    stacked = stacked.reshape(len(stacked), -1)
-    return np.asarray(stacked[:, 0] if first_column else stacked, dtype=np.float64)

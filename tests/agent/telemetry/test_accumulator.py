@@ -175,7 +175,8 @@ def test_the_shadow_section_comes_from_the_hook(data: np.ndarray) -> None:
 
 
 def test_inputs_of_another_dtype_or_shape_count_the_same(data: np.ndarray, profile: ReferenceProfile) -> None:
-    """Requests in the schema's dtype and sample shape are kept as bytes, others as array copies: same bins."""
+    """Inputs and outputs in the schema's dtype and sample shape are kept as bytes, others as array copies:
+    the counts are the same."""
     live = data[:300]
     reference = TelemetryAccumulator(lookup_for(profile))
     mixed = TelemetryAccumulator(lookup_for(profile))
@@ -184,7 +185,11 @@ def test_inputs_of_another_dtype_or_shape_count_the_same(data: np.ndarray, profi
         batch = live[start:start + 3]
         reference(model, {"input": batch}, classifier_outputs(batch), 1.0, None)
         odd = batch.astype(np.float64) if start % 2 else batch[:, None, :]  # float64, or [N, 1, F]
-        mixed(model, {"input": odd}, classifier_outputs(batch), 1.0, None)
+        outputs = classifier_outputs(batch)
+        if start % 3 == 0:  # scores in another dtype than the schema's
+            outputs["probabilities"] = outputs["probabilities"].astype(np.float64)
+        mixed(model, {"input": odd}, outputs, 1.0, None)
     [expected], [report] = reference.drain(close_current=True), mixed.drain(close_current=True)
     assert report.features == expected.features and report.quality == expected.quality
+    assert report.predictions == expected.predictions and report.predictions is not None
     assert report.features is not None and sum(report.features.counts[0]) == len(live)
