@@ -103,7 +103,7 @@ def measure(devices: int, per_process: int, database_url: str | None, timeout: f
     with tempfile.TemporaryDirectory(prefix="edgefleet-bench-fanout-", dir=workdir) as directory:
         root = Path(directory)
         broker = MosquittoBroker(root / "broker", extra_config="max_connections -1").start()
-        env = {"EDGEFLEET_ROLLOUT_TICK_S": "0.2", "EDGEFLEET_LOG_LEVEL": "warning",
+        env = {"EDGEFLEET_LOG_LEVEL": "warning",
                **({"EDGEFLEET_DATABASE_URL": database_url} if database_url else {})}
         server = LocalServer(root / "server", secrets.token_urlsafe(16), secrets.token_urlsafe(24),
                              mqtt_url=broker.url, extra_env=env)
@@ -178,7 +178,7 @@ def measure_signing(devices: int, database_url: str | None, workdir: Path | None
     with tempfile.TemporaryDirectory(prefix="edgefleet-bench-signing-", dir=workdir) as directory:
         root = Path(directory)
         broker = MosquittoBroker(root / "broker", extra_config="max_connections -1").start()
-        env = {"EDGEFLEET_ROLLOUT_TICK_S": "0.2", "EDGEFLEET_LOG_LEVEL": "warning",
+        env = {"EDGEFLEET_LOG_LEVEL": "warning",
                **({"EDGEFLEET_DATABASE_URL": database_url} if database_url else {})}
         server = LocalServer(root / "server", secrets.token_urlsafe(16), secrets.token_urlsafe(24),
                              mqtt_url=broker.url, extra_env=env)
