@@ -1,5 +1,6 @@
 """Operator HTTP client for the fleet server's REST API (used by the CLI and the demo)."""
 
+import contextlib
 import json
 import time
 from collections.abc import Iterator
@@ -70,13 +71,19 @@ class FleetClient:
         return self._request("GET", "/health")
 
     def upload_model(
-        self, path: Path, name: str, metadata: dict[str, Any] | None = None, precision: str = "fp32"
+        self, path: Path, name: str, metadata: dict[str, Any] | None = None, precision: str = "fp32",
+        calibration: Path | None = None,
     ) -> dict[str, Any]:
-        with open(path, "rb") as handle:
+        """Upload a model version; with ``calibration`` (.npz/.npy/CSV) the server builds its reference profile."""
+        with contextlib.ExitStack() as stack:
+            files = {"file": (Path(path).name, stack.enter_context(open(path, "rb")), "application/octet-stream")}
+            if calibration is not None:
+                files["calibration"] = (Path(calibration).name, stack.enter_context(open(calibration, "rb")),
+                                        "application/octet-stream")
             return self._request(
                 "POST",
                 "/models",
-                files={"file": (Path(path).name, handle, "application/octet-stream")},
+                files=files,
                 data={"name": name, "metadata": json.dumps(metadata or {}), "precision": precision},
             )
 

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from agent.binning import build_profile
 from agent.inference import ServedModel
@@ -14,6 +15,7 @@ from agent.protocol import Release, load_trusted_root, verify_release
 from agent.protocol.profile import PredictionKind, ReferenceProfile
 from agent.runtimes import load_model
 from agent.telemetry.accumulator import TelemetryAccumulator
+from fleet_server.client import FleetClient, FleetClientError
 from fleet_server.drift.aggregate import ProfileCounts
 from fleet_server.drift.profiles import record_from_store
 from fleet_server.drift.stats import DriftThresholds
@@ -119,3 +121,19 @@ def test_bad_calibration_data_is_rejected_and_nothing_is_registered(api: Api, tm
         ("calibration", ("a.npz", npz(input=CALIBRATION), "application/octet-stream")),
         ("calibration", ("b.npz", npz(input=CALIBRATION), "application/octet-stream"))])
     assert twice.status_code == 422 and "more than one 'calibration'" in twice.json()["detail"]
+
+
+def test_the_client_uploads_calibration_data(api: Api, tmp_path: Path) -> None:
+    calibration = tmp_path / "calibration.npy"
+    np.save(calibration, CALIBRATION[:200])
+    client = FleetClient("http://testserver", "unused")
+    client._http = api.client  # the app in process, with the operator token
+    api.client.headers.update(api.headers)
+    try:
+        version = client.upload_model(ONNX_FIXTURE, "calibrated-by-client", calibration=calibration)
+        assert version["reference_profile_sha256"] == expected_profile(CALIBRATION[:200]).sha256()
+        with pytest.raises(FleetClientError, match="422"):
+            client.upload_model(ONNX_FIXTURE, "calibrated-by-client", calibration=ONNX_FIXTURE)
+    finally:
+        for header in api.headers:
+            api.client.headers.pop(header, None)
