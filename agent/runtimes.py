@@ -68,6 +68,9 @@ class OnnxModel:
             raise ModelLoadError(f"onnxruntime cannot load {Path(path).name}: {exc}") from None
         self.inputs = tuple(self._spec(arg) for arg in self._session.get_inputs())
         self.outputs = tuple(self._spec(arg) for arg in self._session.get_outputs())
+        # onnxruntime returns numpy arrays for tensor outputs: then no conversion per request
+        self._output_names = tuple(spec.name for spec in self.outputs)
+        self._all_tensors = all(arg.type.startswith("tensor(") for arg in self._session.get_outputs())
 
     @staticmethod
     def _spec(arg: Any) -> TensorSpec:
@@ -80,6 +83,8 @@ class OnnxModel:
             results = self._session.run(None, inputs if type(inputs) is dict else dict(inputs))
         except Exception as exc:  # InvalidArgument, Fail, ... from the runtime
             raise InferenceError(f"onnxruntime failed: {exc}") from None
+        if self._all_tensors:
+            return dict(zip(self._output_names, results, strict=True))
         return {spec.name: np.asarray(value) for spec, value in zip(self.outputs, results, strict=True)}
 
 
