@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from sqlalchemy import bindparam, update
 from sqlmodel import Session, col, select
 
 from agent.protocol import Envelope
@@ -63,6 +64,7 @@ class Loaded:
     phases: list[RolloutPhase]
     reported_at: dict[str, datetime | None]  # device clock of each device's newest reported state
     view: policy.RolloutView
+    keys: dict[str, tuple[int, str, int]]  # device id -> (rollout_device id, cohort, attempts)
     devices: dict[str, RolloutDevice] = field(default_factory=dict)  # rows the actions touch (``rows_for``)
 
     def rows_for(self, session: Session, device_ids: Sequence[str]) -> None:
@@ -85,7 +87,7 @@ def load(session: Session, rollout: Rollout, now: datetime) -> Loaded:
         select(RolloutDevice.device_id, RolloutDevice.position, RolloutDevice.phase, RolloutDevice.status,
                RolloutDevice.attempts, RolloutDevice.notified_at, RolloutDevice.next_attempt_at,
                RolloutDevice.rollback_attempts, DeploymentTarget.state, DeploymentTarget.reason,
-               DeploymentTarget.state_reported_at)
+               DeploymentTarget.state_reported_at, RolloutDevice.id, RolloutDevice.cohort)
         .outerjoin(DeploymentTarget, col(DeploymentTarget.id) == RolloutDevice.target_id)
         .where(RolloutDevice.rollout_id == rollout.id)).all()
     minute_ago = now - timedelta(minutes=1)
@@ -94,7 +96,7 @@ def load(session: Session, rollout: Rollout, now: datetime) -> Loaded:
         notified_at=notified_at, next_attempt_at=next_attempt_at, agent_state=agent_state,
         agent_reason=agent_reason, rollback_attempts=rollback_attempts)
         for (device_id, position, phase, status, attempts, notified_at, next_attempt_at, rollback_attempts,
-             agent_state, agent_reason, _reported) in rows]
+             agent_state, agent_reason, _reported, _id, _cohort) in rows]
     view = policy.RolloutView(
         state=RolloutState(rollout.state), shadow=rollout.action == Action.SHADOW.value,
         current_phase=rollout.current_phase,
@@ -104,7 +106,8 @@ def load(session: Session, rollout: Rollout, now: datetime) -> Loaded:
         device_timeout_s=rollout.device_timeout_s, max_retries=rollout.max_retries,
         retry_backoff_s=rollout.retry_backoff_s,
         notified_last_minute=sum(1 for d in views if d.notified_at is not None and d.notified_at > minute_ago))
-    return Loaded(rollout, phases, {row[0]: row[-1] for row in rows}, view)
+    return Loaded(rollout, phases, {row[0]: row[10] for row in rows}, view,
+                  {row[0]: (row[11], row[12], row[4]) for row in rows})
 
 
 class Applier:
@@ -137,7 +140,7 @@ class Applier:
     def apply(self, actions: Sequence[policy.Action]) -> list[OutgoingDirective]:
         notify = [a.device_id for a in actions if isinstance(a, policy.Notify)]
         rollback = [a.device_id for a in actions if isinstance(a, policy.SendRollback)]
-        self.loaded.rows_for(self.session, [*notify, *rollback,
+        self.loaded.rows_for(self.session, [*rollback,
                                             *(a.device_id for a in actions if isinstance(a, policy.SetDevice))])
         for action in actions:
             if isinstance(action, policy.SetDevice):
@@ -194,33 +197,58 @@ class Applier:
                         rollout.state, rollout.reason)
 
     def _facts(self, device_ids: list[str]) -> dict[str, DeviceFacts]:
-        return {d.device_id: DeviceFacts(d.device_id, d.arch, d.ram_mb, tuple(d.runtimes))
-                for d in by_ids(self.session, Device, Device.device_id, device_ids)}
+        unique = list(dict.fromkeys(device_ids))
+        facts: dict[str, DeviceFacts] = {}
+        for offset in range(0, len(unique), CHUNK):
+            facts.update((device_id, DeviceFacts(device_id, arch, ram_mb, tuple(runtimes))) for
+                         device_id, arch, ram_mb, runtimes in self.session.exec(
+                             select(Device.device_id, Device.arch, Device.ram_mb, Device.runtimes)
+                             .where(col(Device.device_id).in_(unique[offset:offset + CHUNK]))))
+        return facts
 
     def _notify(self, device_ids: list[str]) -> None:
+        """Sign, store and queue a directive per device; the devices' rows are updated with one
+        executemany (no ORM object per device: a phase may notify thousands in one tick)."""
         action = Action.SHADOW if self.rollout.action == Action.SHADOW.value else Action.INSTALL
         facts = self._facts(device_ids)
         by_cohort: dict[str, list[str]] = {}
+        variants: dict[str, str] = {}
+        changes: list[dict] = []
         for device_id in device_ids:
-            row = self.loaded.devices[device_id]
+            row_id, cohort, _attempts = self.loaded.keys[device_id]
             try:  # the device's facts may have changed since the rollout was planned
-                row.variant = choose_variant(self.document(row.cohort), facts[device_id]).name
+                variants[device_id] = choose_variant(self.document(cohort), facts[device_id]).name
             except NoCompatibleVariantError as exc:
-                row.status, row.reason, row.phase = DeviceStatus.INCOMPATIBLE.value, str(exc), None
-                self.session.add(row)
+                changes.append({"row_id": row_id, "status": DeviceStatus.INCOMPATIBLE.value, "reason": str(exc),
+                                "phase": None, "updated_at": self.now})
                 continue
-            by_cohort.setdefault(row.cohort, []).append(device_id)
+            by_cohort.setdefault(cohort, []).append(device_id)
+        self._update_rows(changes)
+        changes = []
         for cohort, ids in sorted(by_cohort.items()):
             signed = sign_directives(self.session, self.keyring, self.release(cohort), action, ids,
                                      self.rollout.device_timeout_s)
             for target, _envelope in signed.targets:
-                row = self.loaded.devices[target.device_id]
-                row.status, row.target_id, row.attempts = DeviceStatus.NOTIFIED.value, target.id, row.attempts + 1
-                row.notified_at, row.next_attempt_at, row.updated_at = self.now, None, self.now
-                row.reason = None
-                self.session.add(row)
+                row_id, _cohort, attempts = self.loaded.keys[target.device_id]
+                changes.append({"row_id": row_id, "status": DeviceStatus.NOTIFIED.value, "target_id": target.id,
+                                "attempts": attempts + 1, "notified_at": self.now, "next_attempt_at": None,
+                                "updated_at": self.now, "reason": None, "variant": variants[target.device_id]})
             self.outgoing.extend(signed.outgoing())
+        self._update_rows(changes)
         logger.info("server event=rollout_notify rollout=%s devices=%d", self.rollout.id, len(device_ids))
+
+    def _update_rows(self, changes: list[dict]) -> None:
+        """``rollout_device`` rows by id, one executemany; after the ORM's pending changes (a device set
+        back to pending earlier in this tick), so these win as they would on the ORM row."""
+        if not changes:
+            return
+        self.session.flush()
+        table = RolloutDevice.__table__  # type: ignore[attr-defined]
+        columns = [key for key in changes[0] if key != "row_id"]  # bind names must differ from column names
+        self.session.execute(update(table).where(table.c.id == bindparam("row_id"))
+                             .values({key: bindparam(f"new_{key}") for key in columns}),
+                             [{"row_id": change["row_id"], **{f"new_{key}": change[key] for key in columns}}
+                              for change in changes])
 
     def _roll_back(self, device_ids: list[str]) -> None:
         action = Action.DROP_SHADOW if self.rollout.action == Action.SHADOW.value else Action.ROLLBACK
