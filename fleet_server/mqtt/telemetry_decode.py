@@ -5,9 +5,13 @@ Every message is inflated and parsed strictly (``TelemetryWindow.decode``) and m
 name the device of its topic; what fails is listed as dropped with the reason
 (the counter's name) and a detail for the log, never raised. What passes becomes a
 ``RowBatch`` for the store's dialect. Nothing here touches the database, the
-broker or logging, so a worker needs no set-up and returns only plain data.
+broker or logging, so a worker needs no set-up and returns only plain data;
+``exit_with_parent`` makes a worker end when the server that started it dies
+(a killed server would otherwise leave it waiting for work forever).
 """
 
+import os
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,6 +19,18 @@ from dataclasses import dataclass
 from agent.protocol.errors import DocumentTooLargeError, ProtocolError
 from agent.protocol.telemetry import TelemetryWindow
 from fleet_server.services.telemetry_rows import RowBatch, row_batch
+
+PARENT_CHECK_S = 1.0
+
+
+def exit_with_parent(parent_pid: int) -> None:
+    """Worker initializer: exit as soon as the process that started this worker is gone."""
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(PARENT_CHECK_S)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="edgefleet-decode-parent-watch", daemon=True).start()
 
 
 @dataclass(frozen=True)

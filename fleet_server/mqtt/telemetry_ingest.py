@@ -17,6 +17,7 @@ dies is replaced, and its batch is decoded in the writer thread.
 
 import logging
 import multiprocessing
+import os
 import queue
 import threading
 from collections import Counter, deque
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-from fleet_server.mqtt.telemetry_decode import DecodedBatch, decode_batch
+from fleet_server.mqtt.telemetry_decode import DecodedBatch, decode_batch, exit_with_parent
 from fleet_server.services.telemetry_rows import RowBatch
 from fleet_server.services.telemetry_store import StoreResult, TelemetryStore
 
@@ -120,7 +121,8 @@ class TelemetryIngestor:
             return None
         try:
             if self._pool is None:
-                self._pool = ProcessPoolExecutor(self.decode_workers, multiprocessing.get_context("spawn"))
+                self._pool = ProcessPoolExecutor(self.decode_workers, multiprocessing.get_context("spawn"),
+                                                 initializer=exit_with_parent, initargs=(os.getpid(),))
             return self._pool.submit(decode_batch, [(m.device_id, m.payload) for m in batch], self.store.sqlite)
         except RuntimeError as exc:  # a broken pool, or one shutting down
             logger.warning("server event=telemetry_decode_pool_unavailable error=%s", exc)
