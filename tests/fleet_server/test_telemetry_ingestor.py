@@ -4,10 +4,13 @@ counted, and a dead decode worker replaced without losing a batch."""
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 import zlib
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, func, select
@@ -107,3 +110,33 @@ def test_decode_batch_lists_what_it_drops_with_the_reason() -> None:
     assert decoded.kept == [0] and len(decoded.rows) == 1 and decoded.rows.device_ids == [DEVICE]
     assert [(d.index, d.reason) for d in decoded.dropped] == [(1, "telemetry_malformed"),
                                                              (2, "telemetry_device_mismatch")]
+
+
+WORKER_OF_A_DOOMED_SERVER = """
+import multiprocessing, os, sys, time
+from concurrent.futures import ProcessPoolExecutor
+from fleet_server.mqtt.telemetry_decode import exit_with_parent
+if __name__ == "__main__":
+    pool = ProcessPoolExecutor(1, multiprocessing.get_context("spawn"), initializer=exit_with_parent,
+                               initargs=(os.getpid(),))
+    print(pool.submit(os.getpid).result(), flush=True)
+    time.sleep(300)
+"""
+
+
+def test_a_decode_worker_exits_when_its_server_is_killed(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    script = tmp_path / "server.py"
+    script.write_text(WORKER_OF_A_DOOMED_SERVER)
+    server = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
+                              cwd=Path(__file__).resolve().parents[2])
+    try:
+        assert server.stdout is not None
+        worker = int(server.stdout.readline())
+        server.kill()  # SIGKILL: no shutdown of the pool
+        server.wait(10)
+        deadline = time.monotonic() + 30
+        while Path(f"/proc/{worker}").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not Path(f"/proc/{worker}").exists(), "the decode worker outlived its server"
+    finally:
+        server.kill()
