@@ -73,7 +73,8 @@ def start_replicas(root: Path, count: int, database_url: str, port: int, decode_
     shared = {"EDGEFLEET_TELEMETRY_DECODE_WORKERS": str(decode_workers),
               "EDGEFLEET_DATABASE_URL": database_url, "EDGEFLEET_KEY_DIR": str(root / "keys"),
               "EDGEFLEET_ARTIFACT_DIR": str(root / "artifacts"), "EDGEFLEET_SESSION_SECRET": secrets.token_urlsafe(32),
-              "EDGEFLEET_MONITOR_INTERVAL_S": "3600", "EDGEFLEET_LOG_LEVEL": "warning"}
+              "EDGEFLEET_MONITOR_INTERVAL_S": "3600", "EDGEFLEET_LOG_LEVEL": "warning",
+              "EDGEFLEET_MQTT_SHARED_SUBSCRIPTION": "true"}
     bootstrap, admin = secrets.token_urlsafe(16), secrets.token_urlsafe(24)
     servers: list[LocalServer] = []
     try:

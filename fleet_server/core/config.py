@@ -22,7 +22,10 @@ class Settings(BaseSettings, TelemetryConfig):  # telemetry/drift/alert fields: 
     data_dir: Path = Path("./edgefleet-data")
     database_url: str = ""  # empty: SQLite file data_dir/edgefleet.db
     mqtt_url: str = ""  # empty: embedded amqtt broker in-process
-    mqtt_shared_subscription: bool = True  # $share/edgefleet/... on an external broker
+    # $share/edgefleet/... on an external broker: set it for two or more replicas. Off by default because
+    # Mosquitto 2.0 drops a persistent session's $share subscriptions when it restarts, so what devices
+    # publish before the server re-subscribes would be acknowledged and lost; plain ones are restored.
+    mqtt_shared_subscription: bool = False
     device_mqtt_url: str = ""  # broker URL handed to devices when it differs from mqtt_url
     embedded_mqtt_host: str = "127.0.0.1"
     embedded_mqtt_port: int = Field(default=1883, ge=0, le=65535)  # 0: pick a free port

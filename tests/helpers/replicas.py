@@ -33,6 +33,7 @@ class ReplicaSet:
             "EDGEFLEET_KEY_DIR": str(self.root / "keys"),
             "EDGEFLEET_ARTIFACT_DIR": str(self.root / "artifacts"),
             "EDGEFLEET_SESSION_SECRET": self.session_secret,
+            "EDGEFLEET_MQTT_SHARED_SUBSCRIPTION": "true",  # replicas share the device messages
             **self.extra_env,
         }
 
