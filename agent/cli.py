@@ -14,6 +14,7 @@ error (server unreachable, refused, broken state), 2 usage/config error
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -120,6 +121,12 @@ def cmd_enroll(config: AgentConfig, args: argparse.Namespace) -> int:
 
 
 def cmd_run(config: AgentConfig) -> int:
+    from agent.memtrim import limit_arenas
+
+    # Inference runs in onnxruntime/LiteRT with their own thread settings; numpy only reshapes and
+    # sums, so OpenBLAS's worker threads (one per extra core) would only hold stacks and buffers.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    limit_arenas(2)
     from agent.daemon import AgentDaemon
 
     stop = threading.Event()

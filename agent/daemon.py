@@ -32,6 +32,7 @@ from agent.errors import AgentError, ModelLoadError, RuntimeUnavailableError
 from agent.facts import device_facts
 from agent.inference import InferenceService, ServedModel
 from agent.kserve import KServeServer
+from agent.memtrim import release_free_memory
 from agent.mqtt_link import MqttLink
 from agent.mqtt_loop import SharedNetworkLoop
 from agent.presence import Heartbeat, PresenceReporter, offline_presence
@@ -183,6 +184,7 @@ class AgentDaemon:
         except (ModelLoadError, RuntimeUnavailableError) as exc:
             log.error("event=serve_failed release=%s version=%d error=%r", current.release_name,
                       current.release_version, str(exc))
+        release_free_memory()  # what loading the model allocated and freed again
 
     def _reload_certificate(self) -> None:
         """A renewed certificate: the next MQTT (re)connection presents it."""

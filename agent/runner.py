@@ -41,6 +41,7 @@ from agent.errors import (
 from agent.healthcheck import check_model
 from agent.inference import InferenceService, ServedModel
 from agent.job import Job
+from agent.memtrim import release_free_memory
 from agent.protocol.errors import ArtifactMismatchError, EdgeFleetError
 from agent.protocol.metadata import TensorSpec
 from agent.protocol.verify import verify_artifact
@@ -113,6 +114,9 @@ class DeploymentRunner:
             log.exception("event=deployment_crashed seq=%d", job.sequence)
             self._release_space_if_full(job, exc)
             self._finish(job, Event.FAILED, describe(exc))
+        finally:
+            # download buffers, the health check and the replaced model are freed by now: give the pages back
+            release_free_memory()
 
     def _finish(self, job: Job, event: Event, reason: str) -> None:
         if self.tracker.record.sequence == job.sequence and self.tracker.state in IN_FLIGHT_STATES:
