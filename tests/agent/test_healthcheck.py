@@ -1,13 +1,16 @@
 """The post-install health check: sample inference, output schema, finiteness, latency bound."""
 
+import subprocess
+import sys
 import time
 from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from agent.errors import HealthCheckError, InferenceError
-from agent.healthcheck import check_model, sample_inputs
+from agent.healthcheck import check_model, median, sample_inputs
 from agent.protocol.metadata import TensorSpec
 from agent.runtimes import load_model
 from tests.agent.signing import DIGITS_INPUTS, DIGITS_OUTPUTS, ONNX_MODEL, TFLITE_MODEL
@@ -46,6 +49,37 @@ def test_sample_inputs_follow_the_schema_with_dynamic_dimensions_as_one() -> Non
     assert sample["ids"].shape == (2, 1) and not sample["ids"].any()
     assert sample["mask"].dtype == np.bool_
     assert np.array_equal(sample_inputs(specs)["x"], sample["x"])
+
+
+def test_sample_floats_spread_over_the_unit_interval() -> None:
+    for dtype in ("float16", "float32", "float64"):
+        values = sample_inputs((TensorSpec("x", dtype, (4096,)),))["x"]
+        assert ((values >= 0) & (values < 1)).all()
+        counts, _ = np.histogram(values.astype(np.float64), bins=10, range=(0.0, 1.0))
+        assert counts.min() >= 400 and counts.max() <= 420, counts  # ~410 per tenth
+    assert not np.array_equal(sample_inputs((TensorSpec("x", "float32", (8,)),), seed=1)["x"],
+                              sample_inputs((TensorSpec("x", "float32", (8,)),))["x"])
+
+
+def test_median_of_odd_and_even_counts() -> None:
+    assert median([3.0, 1.0, 2.0]) == 2.0
+    assert median([4.0, 1.0, 3.0, 2.0]) == 2.5
+
+
+HEALTH_CHECK_IMPORTS = """
+import sys
+from agent.healthcheck import check_model
+from agent.runtimes import load_model
+from tests.agent.signing import DIGITS_INPUTS, DIGITS_OUTPUTS, ONNX_MODEL
+check_model(load_model(ONNX_MODEL, "onnxruntime"), DIGITS_INPUTS, DIGITS_OUTPUTS, 5000)
+print(sorted(name for name in ("numpy.random", "numpy.ma") if name in sys.modules))
+"""
+
+
+def test_health_check_leaves_numpy_random_and_masked_arrays_unloaded() -> None:
+    result = subprocess.run([sys.executable, "-c", HEALTH_CHECK_IMPORTS], capture_output=True, text=True,
+                            check=True, cwd=Path(__file__).resolve().parents[2])
+    assert result.stdout.strip() == "[]"
 
 
 def test_sample_inputs_refuse_string_tensors() -> None:
