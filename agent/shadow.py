@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from agent.errors import ShadowError
+from agent.healthcheck import median  # np.median would import numpy.ma for good
 from agent.inference import ServedModel
 from agent.protocol.metadata import TensorSpec
 from agent.shadow_compare import Agreement, compare_outputs
@@ -184,8 +185,8 @@ class ShadowRunner:
             "candidate": {"name": candidate.name, "version": candidate.version},
             "compared": window.agreement.compared,
             "agreement": agreement,
-            "serving_p50_ms": float(np.median(window.serving_ms)),
-            "candidate_p50_ms": float(np.median(window.candidate_ms)),
+            "serving_p50_ms": median(window.serving_ms),
+            "candidate_p50_ms": median(window.candidate_ms),
         }
         if window.agreement.mean_abs_diff is not None:
             report["mean_abs_diff"] = window.agreement.mean_abs_diff
