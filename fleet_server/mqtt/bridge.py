@@ -3,8 +3,10 @@ and publishes directives.
 
 paho-mqtt 2 (callback API v2) runs its own network thread (``loop_start``)
 and reconnects with exponential backoff by itself. Each QoS 1 message is
-validated with ``agent.protocol.messages`` and committed to the database in
-the callback, so it is acknowledged only after its row is stored. Malformed
+validated with ``agent.protocol.messages`` in the callback and handed to a
+writer thread that stores it in a batch (``status_ingest`` for status and
+presence, ``telemetry_ingest`` for telemetry), so it is acknowledged only after
+its batch is committed. Malformed
 messages, messages whose device id differs from the topic's and messages from
 unknown devices are counted and dropped with a log line; nothing a device
 sends can stop the consumer.
@@ -13,27 +15,22 @@ sends can stop the consumer.
 import logging
 import secrets
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
 from sqlalchemy import Engine
-from sqlalchemy.exc import OperationalError
-from sqlmodel import Session
 
 from agent.protocol import ProtocolError, TopicKind, parse_topic, subscription
 from agent.protocol.messages import PresenceMessage, StatusMessage
 from fleet_server.mqtt.broker_url import BrokerAddress
 from fleet_server.mqtt.publish_link import KEEPALIVE_S, PublishLink, make_client
+from fleet_server.mqtt.status_ingest import StatusWriter
 from fleet_server.mqtt.telemetry_ingest import TelemetryIngestor
-from fleet_server.services import ingest
-from fleet_server.services.ingest import IngestOutcome
 
 logger = logging.getLogger(__name__)
 
-DB_RETRY_DELAYS_S = (0.2, 0.5, 1.0)
 CONSUMED_KINDS = (TopicKind.STATUS, TopicKind.PRESENCE, TopicKind.TELEMETRY)
 
 
@@ -52,6 +49,7 @@ class MqttBridge:
         self.persistent_session = persistent_session
         self.stats: Counter[str] = Counter()
         self._stats_lock = threading.Lock()
+        self.status_writer = StatusWriter(engine, self._count)
         self._connected = threading.Event()
         self._on_connected: list[Callable[[], None]] = []
         self.client = self._make_client()
@@ -81,6 +79,7 @@ class MqttBridge:
         logger.info("server event=mqtt_connecting url=%s client_id=%s", self.address.url, self.client_id)
         if self.telemetry is not None and self.owns_telemetry:
             self.telemetry.start()
+        self.status_writer.start()
         self.client.connect_async(self.address.host, self.address.port, keepalive=KEEPALIVE_S)
         self.client.loop_start()
         self.link.start()
@@ -91,10 +90,13 @@ class MqttBridge:
     def stop(self) -> None:
         if self.persistent_session and self.shared_subscription and self._connected.is_set():
             self._leave_share_group()
+        if self._connected.is_set() and not self.status_writer.flush():  # acknowledged while connected
+            logger.warning("server event=status_flush_timeout pending=%d", self.status_writer.pending)
         self._connected.clear()
         self.link.stop()
         self.client.disconnect()
         self.client.loop_stop()
+        self.status_writer.stop()
         if self.telemetry is not None and self.owns_telemetry:
             self.telemetry.stop()
         logger.info("server event=mqtt_stopped stats=%s", dict(self.stats))
@@ -152,13 +154,16 @@ class MqttBridge:
             self._submit_telemetry(client, message)
             return
         try:
-            outcome = self.handle_message(message.topic, message.payload)
+            report = self.validate(message.topic, message.payload)
         except Exception:  # never let one message kill the consumer
             logger.exception("server event=mqtt_message_failed topic=%s", message.topic)
-            outcome = "error"
-        finally:
+            report = "error"
+        if isinstance(report, str):  # dropped for good: redelivery would not make it valid
             client.ack(message.mid, message.qos)
-        self._count(outcome)
+            self._count(report)
+            return
+        mid, qos = message.mid, message.qos
+        self.status_writer.submit(report, lambda: client.ack(mid, qos))  # acknowledged after the commit
 
     def _submit_telemetry(self, client: mqtt.Client, message: mqtt.MQTTMessage) -> None:
         """Hand a telemetry message to the ingest writer, which acknowledges it after the commit."""
@@ -182,7 +187,13 @@ class MqttBridge:
             self.stats[key] += 1
 
     def handle_message(self, topic: str, payload: bytes) -> str:
-        """Validate and record one device message; return what happened (the stats key)."""
+        """Validate and record one device message now, in a transaction of its own; return what
+        happened (the stats key)."""
+        report = self.validate(topic, payload)
+        return report if isinstance(report, str) else self.status_writer.record_one(report)
+
+    def validate(self, topic: str, payload: bytes) -> StatusMessage | PresenceMessage | str:
+        """The status or presence report ``payload`` carries, or why it is dropped (the stats key)."""
         self._count("received")
         try:
             device_id, kind = parse_topic(topic)
@@ -207,22 +218,4 @@ class MqttBridge:
             logger.warning("server event=mqtt_message_dropped reason=device_mismatch topic_device=%s "
                            "message_device=%s kind=%s", device_id, message.device_id, kind)
             return "device_mismatch"
-        outcome = self._record(message)
-        if outcome is IngestOutcome.UNKNOWN_DEVICE:
-            logger.warning("server event=mqtt_message_dropped reason=unknown_device device=%s kind=%s",
-                           device_id, kind)
-        return outcome.value
-
-    def _record(self, message: StatusMessage | PresenceMessage) -> IngestOutcome:
-        for attempt, delay in enumerate((*DB_RETRY_DELAYS_S, None), start=1):
-            try:
-                with Session(self.engine, expire_on_commit=False) as session:
-                    if isinstance(message, StatusMessage):
-                        return ingest.record_status(session, message)
-                    return ingest.record_presence(session, message)
-            except OperationalError as exc:
-                if delay is None:
-                    raise
-                logger.warning("server event=ingest_retry attempt=%d error=%s", attempt, exc.orig or exc)
-                time.sleep(delay)
-        raise AssertionError("unreachable")
+        return message

@@ -1,10 +1,9 @@
 """Telemetry ingest behind the MQTT bridge: a bounded queue and a writer thread that stores
 windows in batches and acknowledges each message only after its batch committed.
 
-paho's network thread only enqueues (topic device id, payload, ack); when the
-queue is full it blocks, which stops reading from the socket and lets the
-broker hold the backlog. The writer takes what is queued (up to
-``batch_size``) and has it decoded and validated (``telemetry_decode``), in
+paho's network thread only enqueues (topic device id, payload, ack) in a
+``BatchQueue`` (blocking while it is full, so the broker holds the backlog).
+The writer takes what is queued (up to ``batch_size``) and has it decoded and validated (``telemetry_decode``), in
 ``decode_workers`` worker processes when there are any: decoding is most of the
 CPU a window costs and the GIL would keep it on one core. While a worker
 decodes the next batch, the writer stores the previous one. What is malformed,
@@ -18,7 +17,6 @@ dies is replaced, and its batch is decoded in the writer thread.
 import logging
 import multiprocessing
 import os
-import queue
 import threading
 from collections import Counter, deque
 from collections.abc import Callable
@@ -27,6 +25,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
+from fleet_server.mqtt.batch_queue import BatchQueue
 from fleet_server.mqtt.telemetry_decode import DecodedBatch, decode_batch, exit_with_parent
 from fleet_server.services.telemetry_rows import RowBatch
 from fleet_server.services.telemetry_store import StoreResult, TelemetryStore
@@ -54,7 +53,7 @@ class TelemetryIngestor:
         self._pool: ProcessPoolExecutor | None = None  # started with the first batch
         self.stats: Counter[str] = Counter()
         self._stats_lock = threading.Lock()
-        self._queue: queue.Queue[_Message | None] = queue.Queue(max_pending)
+        self._queue: BatchQueue[_Message] = BatchQueue(max_pending)
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
 
@@ -65,10 +64,7 @@ class TelemetryIngestor:
     def stop(self, timeout: float = 10.0) -> None:
         """Store what is queued, then stop (acknowledgements may no longer reach the broker)."""
         self._stopping.set()
-        try:
-            self._queue.put(None, timeout=timeout)
-        except queue.Full:
-            pass
+        self._queue.close(timeout)
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
@@ -80,7 +76,7 @@ class TelemetryIngestor:
 
     @property
     def pending(self) -> int:
-        return self._queue.qsize()
+        return self._queue.pending
 
     def _count(self, counts: Counter[str]) -> None:
         with self._stats_lock:
@@ -93,7 +89,7 @@ class TelemetryIngestor:
         while in_flight or not stopping:
             batch: list[_Message] = []
             if not stopping:  # wait for messages only when nothing is being decoded
-                batch, stopping = self._take(block=not in_flight)
+                batch, stopping = self._queue.take(self.batch_size, block=not in_flight)
                 if batch:
                     in_flight.append((batch, self._start_decode(batch)))
             if in_flight and (stopping or not batch or len(in_flight) >= depth):
@@ -102,19 +98,8 @@ class TelemetryIngestor:
                     self._process(batch, decoding)
                 except Exception:  # never let one batch end ingestion
                     logger.exception("server event=telemetry_batch_failed size=%d", len(batch))
-
-    def _take(self, block: bool) -> tuple[list[_Message], bool]:
-        """Up to ``batch_size`` queued messages, and whether the stop marker came."""
-        batch: list[_Message] = []
-        while len(batch) < self.batch_size:
-            try:
-                item = self._queue.get() if block and not batch else self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is None:
-                return batch, True
-            batch.append(item)
-        return batch, False
+                finally:
+                    self._queue.done(len(batch))
 
     def _start_decode(self, batch: list[_Message]) -> "Future[DecodedBatch] | None":
         if self.decode_workers <= 0:

@@ -5,10 +5,18 @@ Idempotent, so at-least-once delivery is safe: a redelivered status is
 recognised by (target, state, device timestamp); presence is last-writer-wins
 by the device's clock, except that going offline (the last will, whose
 timestamp is the connect time) always applies.
+
+``apply_status``/``apply_presence`` change the session without committing (and
+change nothing unless the outcome is RECORDED or NO_DEPLOYMENT), so the MQTT
+status writer can store a batch of reports in one transaction
+(``fleet_server.services.ingest_batch``); ``record_status``/``record_presence``
+store one report in a transaction of its own.
 """
 
 import enum
 import logging
+from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
@@ -31,36 +39,50 @@ class IngestOutcome(enum.StrEnum):
     NO_DEPLOYMENT = "no_deployment"  # state recorded on the device only: no target has that sequence
 
 
-def record_status(session: Session, message: StatusMessage) -> IngestOutcome:
-    begin_write(session)
-    device = session.get(Device, message.device_id)
-    if device is None or session.get(DeviceRevocation, message.device_id) is not None:  # unknown or revoked
-        session.rollback()
-        return IngestOutcome.UNKNOWN_DEVICE
+@dataclass(frozen=True)
+class Applied:
+    """What a report did, and the log line to write once it is committed."""
+
+    outcome: IngestOutcome
+    log: tuple[Any, ...] = ()  # format string and arguments
+
+    def write_log(self) -> None:
+        if self.log:
+            logger.info(*self.log)
+
+
+def usable_device(session: Session, device_id: str) -> Device | None:
+    """The device, or None when it is unknown or revoked."""
+    device = session.get(Device, device_id)
+    if device is None or session.get(DeviceRevocation, device_id) is not None:
+        return None
+    return device
+
+
+def apply_status(session: Session, device: Device, message: StatusMessage) -> Applied:
     reported_at = from_unix(message.timestamp)
+    target = session.exec(
+        select(DeploymentTarget).where(
+            DeploymentTarget.device_id == message.device_id, DeploymentTarget.sequence == message.sequence
+        ).with_for_update()  # PostgreSQL: another replica's report for this target waits, then reads this one's
+    ).first() if message.sequence > 0 else None
+    if target is not None:
+        assert target.id is not None
+        duplicate = session.exec(
+            select(DeploymentEvent.id).where(
+                DeploymentEvent.target_id == target.id,
+                DeploymentEvent.state == message.state,
+                DeploymentEvent.reported_at == reported_at,
+            )
+        ).first()
+        if duplicate is not None:
+            return Applied(IngestOutcome.DUPLICATE)
     if device.deployment_state_at is None or reported_at >= device.deployment_state_at:
         device.deployment_state = message.state
         device.deployment_state_at = reported_at
         session.add(device)
-    target = session.exec(
-        select(DeploymentTarget).where(
-            DeploymentTarget.device_id == message.device_id, DeploymentTarget.sequence == message.sequence
-        )
-    ).first() if message.sequence > 0 else None
     if target is None:
-        session.commit()
-        return IngestOutcome.NO_DEPLOYMENT
-    assert target.id is not None
-    duplicate = session.exec(
-        select(DeploymentEvent.id).where(
-            DeploymentEvent.target_id == target.id,
-            DeploymentEvent.state == message.state,
-            DeploymentEvent.reported_at == reported_at,
-        )
-    ).first()
-    if duplicate is not None:
-        session.rollback()
-        return IngestOutcome.DUPLICATE
+        return Applied(IngestOutcome.NO_DEPLOYMENT)
     session.add(DeploymentEvent(target_id=target.id, state=message.state, reason=message.reason,
                                 variant=message.variant, reported_at=reported_at))
     if target.state_reported_at is None or reported_at >= target.state_reported_at:
@@ -69,33 +91,19 @@ def record_status(session: Session, message: StatusMessage) -> IngestOutcome:
         target.state_reported_at = reported_at
         target.updated_at = utcnow()
         session.add(target)
-    try:
-        session.commit()
-    except IntegrityError:  # the same report recorded concurrently (another replica)
-        session.rollback()
-        return IngestOutcome.DUPLICATE
-    logger.info("server event=device_state device=%s sequence=%d state=%s deployment=%d",
-                message.device_id, message.sequence, message.state, target.deployment_id)
-    return IngestOutcome.RECORDED
+    return Applied(IngestOutcome.RECORDED, ("server event=device_state device=%s sequence=%d state=%s deployment=%d",
+                                            message.device_id, message.sequence, message.state, target.deployment_id))
 
 
-def record_presence(session: Session, message: PresenceMessage) -> IngestOutcome:
-    begin_write(session)
-    device = session.get(Device, message.device_id)
-    if device is None or session.get(DeviceRevocation, message.device_id) is not None:  # unknown or revoked
-        session.rollback()
-        return IngestOutcome.UNKNOWN_DEVICE
+def apply_presence(session: Session, device: Device, message: PresenceMessage) -> Applied:
     if not message.online:
         was_online = device.online
         device.online = False
         session.add(device)
-        session.commit()
-        if was_online:
-            logger.info("server event=device_offline device=%s", message.device_id)
-        return IngestOutcome.RECORDED
+        return Applied(IngestOutcome.RECORDED,
+                       ("server event=device_offline device=%s", message.device_id) if was_online else ())
     if device.presence_timestamp is not None and message.timestamp < device.presence_timestamp:
-        session.rollback()
-        return IngestOutcome.STALE
+        return Applied(IngestOutcome.STALE)
     came_online = not device.online
     device.online = True
     device.last_seen = utcnow()
@@ -111,8 +119,40 @@ def record_presence(session: Session, message: PresenceMessage) -> IngestOutcome
         device.deployment_state = message.deployment_state
         device.deployment_state_at = reported_at
     session.add(device)
-    session.commit()
-    if came_online:
-        logger.info("server event=device_online device=%s agent_version=%s models=%d",
-                    message.device_id, device.agent_version, len(message.models))
-    return IngestOutcome.RECORDED
+    return Applied(IngestOutcome.RECORDED,
+                   ("server event=device_online device=%s agent_version=%s models=%d", message.device_id,
+                    device.agent_version, len(message.models)) if came_online else ())
+
+
+def apply_report(session: Session, device: Device, message: StatusMessage | PresenceMessage) -> Applied:
+    if isinstance(message, StatusMessage):
+        return apply_status(session, device, message)
+    return apply_presence(session, device, message)
+
+
+def record_report(session: Session, message: StatusMessage | PresenceMessage) -> IngestOutcome:
+    """Store one report in a write transaction of its own."""
+    begin_write(session)
+    device = usable_device(session, message.device_id)
+    if device is None:
+        session.rollback()
+        return IngestOutcome.UNKNOWN_DEVICE
+    applied = apply_report(session, device, message)
+    if applied.outcome in (IngestOutcome.DUPLICATE, IngestOutcome.STALE):
+        session.rollback()
+        return applied.outcome
+    try:
+        session.commit()
+    except IntegrityError:  # the same report recorded concurrently (another replica)
+        session.rollback()
+        return IngestOutcome.DUPLICATE
+    applied.write_log()
+    return applied.outcome
+
+
+def record_status(session: Session, message: StatusMessage) -> IngestOutcome:
+    return record_report(session, message)
+
+
+def record_presence(session: Session, message: PresenceMessage) -> IngestOutcome:
+    return record_report(session, message)

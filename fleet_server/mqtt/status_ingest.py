@@ -1,0 +1,143 @@
+"""Device ``status`` and ``presence`` reports behind the MQTT bridge: stored in batches by a
+writer thread, each message acknowledged only after the transaction that stored it committed.
+
+paho's network thread validates a report and queues it (``BatchQueue``, in
+arrival order); the writer takes what is queued, up to ``batch_size``, and
+stores it in one write transaction (``ingest_batch``), in arrival order, so a
+device's reports keep their order and every sequence/duplicate check sees the
+reports before it. One transaction per report held the server to a few dozen
+reports a second on SQLite, far behind a rollout's fan-out.
+
+A database that is unreachable or locked is retried with backoff, the messages
+unacknowledged meanwhile. A batch the database refuses, or one still failing
+after the retries, is rolled back and stored one report at a time (each with
+its own retries), so one bad report cannot block the others; a report that
+still fails is counted as ``error`` and acknowledged, as it always was.
+"""
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
+from sqlmodel import Session
+
+from agent.protocol.messages import StatusMessage
+from fleet_server.mqtt.batch_queue import BatchQueue
+from fleet_server.services import ingest
+from fleet_server.services.ingest import Applied, IngestOutcome
+from fleet_server.services.ingest_batch import Report, commit_batch
+
+logger = logging.getLogger(__name__)
+
+BATCH_SIZE = 200
+MAX_PENDING = 10_000
+DB_RETRY_DELAYS_S = (0.2, 0.5, 1.0)
+
+
+@dataclass(frozen=True)
+class _Queued:
+    report: Report
+    ack: Callable[[], None]
+
+
+class StatusWriter:
+    def __init__(self, engine: Engine, on_outcome: Callable[[str], None], batch_size: int = BATCH_SIZE,
+                 max_pending: int = MAX_PENDING) -> None:
+        self.engine = engine
+        self.on_outcome = on_outcome  # the bridge's stats counter
+        self.batch_size = batch_size
+        self._queue: BatchQueue[_Queued] = BatchQueue(max_pending)
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="edgefleet-status-writer", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Store what is queued, then stop."""
+        self._queue.close(timeout)
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every report queued so far is stored and acknowledged; False on timeout."""
+        return self._queue.wait_idle(timeout)
+
+    def submit(self, report: Report, ack: Callable[[], None]) -> None:
+        """Queue one validated report (paho's network thread); blocks while the queue is full."""
+        self._queue.put(_Queued(report, ack))
+
+    @property
+    def pending(self) -> int:
+        return self._queue.pending
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            batch, stopping = self._queue.take(self.batch_size, block=True)
+            try:
+                if batch:
+                    self.process(batch)
+            except Exception:  # never let one batch end the writer
+                logger.exception("server event=status_batch_failed size=%d", len(batch))
+            finally:
+                self._queue.done(len(batch))
+
+    def process(self, batch: list[_Queued]) -> None:
+        """Store ``batch`` in one transaction, then acknowledge it; one by one if that fails."""
+        applied = self._commit_with_retries([queued.report for queued in batch])
+        if applied is None:
+            for queued in batch:
+                self._finish(queued, self.record_one(queued.report))
+            return
+        for queued, result in zip(batch, applied, strict=True):
+            result.write_log()
+            self._finish(queued, result.outcome.value)
+
+    def _finish(self, queued: _Queued, outcome: str) -> None:
+        if outcome == IngestOutcome.UNKNOWN_DEVICE.value:
+            logger.warning("server event=mqtt_message_dropped reason=unknown_device device=%s kind=%s",
+                           queued.report.device_id, "status" if isinstance(queued.report, StatusMessage)
+                           else "presence")
+        queued.ack()
+        self.on_outcome(outcome)
+
+    def _commit_with_retries(self, reports: list[Report]) -> list[Applied] | None:
+        """The batch's results once committed, or None when it has to be stored one report at a time."""
+        for attempt, delay in enumerate((*DB_RETRY_DELAYS_S, None), start=1):
+            try:
+                with Session(self.engine, expire_on_commit=False) as session:
+                    return commit_batch(session, reports)
+            except OperationalError as exc:
+                if delay is None:
+                    break
+                logger.warning("server event=ingest_retry attempt=%d reports=%d error=%s", attempt, len(reports),
+                               exc.orig or exc)
+                time.sleep(delay)
+            except Exception as exc:  # refused as a whole: find the report(s) at fault one by one
+                logger.warning("server event=status_batch_refused reports=%d error=%s", len(reports),
+                               str(exc)[:300])
+                return None
+        logger.warning("server event=status_batch_unstored reports=%d detail='storing one at a time'", len(reports))
+        return None
+
+    def record_one(self, report: Report) -> str:
+        """Store one report in a transaction of its own (retrying an unreachable database); the outcome."""
+        try:
+            for attempt, delay in enumerate((*DB_RETRY_DELAYS_S, None), start=1):
+                try:
+                    with Session(self.engine, expire_on_commit=False) as session:
+                        return ingest.record_report(session, report).value
+                except OperationalError as exc:
+                    if delay is None:
+                        raise
+                    logger.warning("server event=ingest_retry attempt=%d error=%s", attempt, exc.orig or exc)
+                    time.sleep(delay)
+        except Exception:  # never let one message kill the consumer
+            logger.exception("server event=mqtt_message_failed device=%s", report.device_id)
+        return "error"
