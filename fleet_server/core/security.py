@@ -16,8 +16,11 @@ TOKEN_BYTES = 32
 
 
 def new_token() -> str:
-    """A high-entropy URL-safe random token (256 bits)."""
-    return secrets.token_urlsafe(TOKEN_BYTES)
+    """A high-entropy URL-safe random token (256 bits) that does not start with "-", which command
+    lines (``--token T``) would take for an option."""
+    while (token := secrets.token_urlsafe(TOKEN_BYTES)).startswith("-"):
+        pass
+    return token
 
 
 def hash_token(token: str) -> str:

@@ -67,7 +67,7 @@ def fleet(mosquitto, tmp_path_factory: pytest.TempPathFactory, agent_wheel: Path
     server.start()
     try:
         run([str(layout.root / "current" / "bin" / "edgefleet-agent"), "--config", str(config), "enroll",
-             "--server", server.url, "--token", server.bootstrap_token, "--device-id", DEVICE])
+             "--server", server.url, f"--token={server.bootstrap_token}", "--device-id", DEVICE])
         with FleetClient(server.url, server.admin_token) as client:
             supervisor.start()
             try:

@@ -28,7 +28,7 @@ class SimulatedFleet:
         self.processes = []
         for number in range(processes):
             argv = [str(BIN_DIR / "edgefleet-agent"), "simulate", "--count", str(per_process),
-                    "--data-root", str(root / "devices"), "--server", server.url, "--token", server.bootstrap_token,
+                    "--data-root", str(root / "devices"), "--server", server.url, f"--token={server.bootstrap_token}",
                     "--prefix", prefix, "--start-index", str(number * per_process), "--tag", tag, *extra_args]
             if traffic is not None:
                 argv += ["--traffic", str(traffic), "--traffic-interval", "0.5"]
