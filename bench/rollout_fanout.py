@@ -35,6 +35,7 @@ Prints one JSON object: {"runs": [{"devices", "seconds_to_all_succeeded", "direc
 """
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -44,9 +45,10 @@ import secrets
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 # Run as a script, this file's directory comes first on sys.path; the repository root is what we need.
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,6 +57,9 @@ sys.path[:] = [str(ROOT)] + [entry for entry in sys.path if Path(entry or ".").r
 MODEL = "fanout"
 HIDDEN = 3900  # 64 x 3900 + 3900 x 10 float32 weights: about 1.0 MB
 FINAL = ("succeeded", "aborted", "rolled_back")
+
+if TYPE_CHECKING:
+    from fleet_server.localfleet import LocalServer
 
 
 def one_megabyte_model(directory: Path, seed: int) -> Path:
@@ -87,29 +92,45 @@ def parse_time(value: str) -> float:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
+@contextlib.contextmanager
+def broker_and_server(root: Path, database_url: str | None) -> Iterator["LocalServer"]:
+    """A fresh Mosquitto without a connection limit and ``edgefleet server`` on it (SQLite unless
+    ``database_url``); the server's log tail is printed when the block fails."""
+    from fleet_server.localfleet import LocalServer
+    from tests.helpers.mosquitto import MosquittoBroker
+
+    broker = MosquittoBroker(root / "broker", extra_config="max_connections -1").start()
+    env = {"EDGEFLEET_LOG_LEVEL": "warning", **({"EDGEFLEET_DATABASE_URL": database_url} if database_url else {})}
+    server = LocalServer(root / "server", secrets.token_urlsafe(16), secrets.token_urlsafe(24),
+                         mqtt_url=broker.url, extra_env=env)
+    try:
+        server.start()
+        yield server
+    except BaseException:
+        if server.process is not None:
+            print(f"server log tail:\n{server.process.log_tail(60)}", file=sys.stderr)
+        raise
+    finally:
+        server.stop()
+        broker.stop()
+
+
 def measure(devices: int, per_process: int, database_url: str | None, timeout: float,
             workdir: Path | None = None) -> dict[str, Any]:
     from types import SimpleNamespace
 
     from fleet_server.client import FleetClient
-    from fleet_server.localfleet import LocalServer
     from fleet_server.processes import wait_until
-    from tests.helpers.mosquitto import MosquittoBroker
     from tests.integration.simulated_fleet import SimulatedFleet
 
     processes = math.ceil(devices / per_process)
     if devices % processes:
         raise SystemExit(f"--devices {devices} must split evenly over {processes} processes")
-    with tempfile.TemporaryDirectory(prefix="edgefleet-bench-fanout-", dir=workdir) as directory:
+    with (tempfile.TemporaryDirectory(prefix="edgefleet-bench-fanout-", dir=workdir) as directory,
+          broker_and_server(Path(directory), database_url) as server):
         root = Path(directory)
-        broker = MosquittoBroker(root / "broker", extra_config="max_connections -1").start()
-        env = {"EDGEFLEET_LOG_LEVEL": "warning",
-               **({"EDGEFLEET_DATABASE_URL": database_url} if database_url else {})}
-        server = LocalServer(root / "server", secrets.token_urlsafe(16), secrets.token_urlsafe(24),
-                             mqtt_url=broker.url, extra_env=env)
         sims: SimulatedFleet | None = None
         try:
-            server.start()
             sims = SimulatedFleet(SimpleNamespace(url=server.url, bootstrap_token=server.bootstrap_token),  # type: ignore[arg-type]
                                   root, f"fan{devices}", per_process=devices // processes, processes=processes,
                                   tag="fanout", env={"EDGEFLEET_AGENT_LOG_LEVEL": "WARNING"})
@@ -123,12 +144,12 @@ def measure(devices: int, per_process: int, database_url: str | None, timeout: f
                 model_bytes = model.stat().st_size
                 version = client.upload_model(model, MODEL)["version"]
                 client.create_release(MODEL, version)
-                created = client._request("POST", "/rollouts", json={
+                created = client.create_rollout({
                     "release": {"name": MODEL, "version": version}, "target": {"tags": ["fanout"]},
                     "phases": [{"share": 1.0, "bake_s": 0}], "rate_limit_per_min": 1_000_000,
                     "device_timeout_s": timeout})
-                final = wait_until(lambda: (r := client._request("GET", f"/rollouts/{created['id']}"))["state"]
-                                   in FINAL and r, timeout, "the rollout to finish", interval=0.5)
+                final = wait_until(lambda: (r := client.rollout(created["id"]))["state"] in FINAL and r, timeout,
+                                   "the rollout to finish", interval=0.5)
                 deployments = [client.deployment(deployment_id)
                                for deployment_id in {d["deployment_id"] for d in final["device_details"]}]
                 signing_started = min(parse_time(deployment["created_at"]) for deployment in deployments)
@@ -136,15 +157,9 @@ def measure(devices: int, per_process: int, database_url: str | None, timeout: f
                              for t in deployment["targets"] if t["published_at"]]
             agents_done = max(json.loads((root / "devices" / device_id / "state.json").read_text())["updated_at"]
                               for device_id in ids)
-        except BaseException:
-            if server.process is not None:
-                print(f"server log tail:\n{server.process.log_tail(60)}", file=sys.stderr)
-            raise
         finally:
             if sims is not None:
                 sims.stop()
-            server.stop()
-            broker.stop()
     started = parse_time(final["started_at"] or final["created_at"])
     finished = max(parse_time(d["finished_at"]) for d in final["device_details"] if d["finished_at"])
     return {
@@ -170,41 +185,29 @@ def measure_signing(devices: int, database_url: str | None, workdir: Path | None
     from sqlalchemy import create_engine
 
     from fleet_server.client import FleetClient
-    from fleet_server.localfleet import LocalServer
     from fleet_server.processes import wait_until
     from tests.fleet_server.synthetic_fleet import insert_devices
-    from tests.helpers.mosquitto import MosquittoBroker
 
-    with tempfile.TemporaryDirectory(prefix="edgefleet-bench-signing-", dir=workdir) as directory:
-        root = Path(directory)
-        broker = MosquittoBroker(root / "broker", extra_config="max_connections -1").start()
-        env = {"EDGEFLEET_LOG_LEVEL": "warning",
-               **({"EDGEFLEET_DATABASE_URL": database_url} if database_url else {})}
-        server = LocalServer(root / "server", secrets.token_urlsafe(16), secrets.token_urlsafe(24),
-                             mqtt_url=broker.url, extra_env=env)
-        try:
-            server.start()
-            engine = create_engine(database_url or f"sqlite:///{root / 'server' / 'edgefleet.db'}")
-            insert_devices(engine, devices)
-            engine.dispose()
-            with FleetClient(server.url, server.admin_token, timeout=120) as client:
-                version = client.upload_model(one_megabyte_model(root, devices), MODEL)["version"]
-                client.create_release(MODEL, version)
-                created = client._request("POST", "/rollouts", json={
-                    "release": {"name": MODEL, "version": version}, "target": {"tags": ["synthetic"]},
-                    "phases": [{"share": 1.0, "bake_s": 0}], "rate_limit_per_min": 1_000_000})
+    with (tempfile.TemporaryDirectory(prefix="edgefleet-bench-signing-", dir=workdir) as directory,
+          broker_and_server(Path(directory), database_url) as server):
+        engine = create_engine(database_url or f"sqlite:///{Path(directory) / 'server' / 'edgefleet.db'}")
+        insert_devices(engine, devices)
+        engine.dispose()
+        with FleetClient(server.url, server.admin_token, timeout=120) as client:
+            version = client.upload_model(one_megabyte_model(Path(directory), devices), MODEL)["version"]
+            client.create_release(MODEL, version)
+            created = client.create_rollout({
+                "release": {"name": MODEL, "version": version}, "target": {"tags": ["synthetic"]},
+                "phases": [{"share": 1.0, "bake_s": 0}], "rate_limit_per_min": 1_000_000})
 
-                def acknowledged() -> list[dict] | None:
-                    rollout = client._request("GET", f"/rollouts/{created['id']}")
-                    ids = {d["deployment_id"] for d in rollout["device_details"] if d["deployment_id"]}
-                    found = [client.deployment(deployment_id) for deployment_id in ids]
-                    done = sum(1 for d in found for t in d["targets"] if t["published_at"])
-                    return found if done == devices else None
+            def acknowledged() -> list[dict] | None:
+                rollout = client.rollout(created["id"])
+                ids = {d["deployment_id"] for d in rollout["device_details"] if d["deployment_id"]}
+                found = [client.deployment(deployment_id) for deployment_id in ids]
+                done = sum(1 for d in found for t in d["targets"] if t["published_at"])
+                return found if done == devices else None
 
-                deployments = wait_until(acknowledged, 300, "every directive acknowledged", interval=0.5)
-        finally:
-            server.stop()
-            broker.stop()
+            deployments = wait_until(acknowledged, 300, "every directive acknowledged", interval=0.5)
     started = min(parse_time(d["created_at"]) for d in deployments)
     last = max(parse_time(t["published_at"]) for d in deployments for t in d["targets"])
     return {"devices": devices, "seconds_signing_to_last_puback": round(last - started, 2),
