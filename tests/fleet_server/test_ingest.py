@@ -1,46 +1,24 @@
 """Recording device reports: ordering, duplicates, unknown devices, presence rules."""
 
 from collections.abc import Iterator
-from datetime import timedelta
 
 import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
 from agent.protocol.messages import InstalledModel, PresenceMessage, StatusMessage
-from fleet_server.core.types import utcnow
-from fleet_server.models.deployment import Deployment, DeploymentEvent, DeploymentTarget
+from fleet_server.models.deployment import DeploymentEvent, DeploymentTarget
 from fleet_server.models.device import Device
-from fleet_server.models.registry import ModelRecord, ModelVersion
-from fleet_server.models.release import ReleaseRecord
 from fleet_server.services.ingest import IngestOutcome, record_presence, record_status
+from tests.fleet_server.deployment_rows import seed_install_deployment
 
 T0 = 1_800_000_000.0
 
 
 @pytest.fixture
 def engine(migrated_engine: Engine) -> Iterator[Engine]:
-    engine = migrated_engine
-    with Session(engine) as session:
-        session.add(Device(device_id="dev-1", credential_hash="0" * 64, arch="x86_64", ram_mb=1024))
-        model = ModelRecord(name="m")
-        session.add(model)
-        session.flush()
-        version = ModelVersion(model_id=model.id, version=1, sha256="1" * 64, size_bytes=1, format="onnx",
-                               runtime="onnxruntime", precision="fp32")
-        session.add(version)
-        session.flush()
-        release = ReleaseRecord(model_version_id=version.id, name="m", version=1, envelope="{}", sha256="2" * 64,
-                                expires_at=utcnow() + timedelta(days=1))
-        session.add(release)
-        session.flush()
-        deployment = Deployment(release_id=release.id, action="install")
-        session.add(deployment)
-        session.flush()
-        session.add(DeploymentTarget(deployment_id=deployment.id, device_id="dev-1", sequence=1, directive="{}",
-                                     directive_expires_at=utcnow() + timedelta(days=1)))
-        session.commit()
-    yield engine
+    seed_install_deployment(migrated_engine, ("dev-1",))
+    yield migrated_engine
 
 
 def status(engine: Engine, state: str, timestamp: float, sequence: int = 1, device: str = "dev-1",

@@ -3,19 +3,16 @@ message is acknowledged only after that commit; a report the database refuses do
 
 from collections import Counter
 from collections.abc import Callable, Iterator
-from datetime import timedelta
 
 import pytest
 from sqlalchemy import Engine, event, text
 from sqlmodel import Session, select
 
 from agent.protocol.messages import PresenceMessage, StatusMessage
-from fleet_server.core.types import utcnow
-from fleet_server.models.deployment import Deployment, DeploymentEvent, DeploymentTarget
+from fleet_server.models.deployment import DeploymentEvent, DeploymentTarget
 from fleet_server.models.device import Device
-from fleet_server.models.registry import ModelRecord, ModelVersion
-from fleet_server.models.release import ReleaseRecord
 from fleet_server.mqtt.status_ingest import StatusWriter, _Queued
+from tests.fleet_server.deployment_rows import seed_install_deployment
 
 T0 = 1_800_000_000.0
 DEVICES = ("dev-1", "dev-2")
@@ -23,27 +20,7 @@ DEVICES = ("dev-1", "dev-2")
 
 @pytest.fixture
 def engine(migrated_engine: Engine) -> Iterator[Engine]:
-    with Session(migrated_engine) as session:
-        model = ModelRecord(name="m")
-        session.add(model)
-        session.flush()
-        version = ModelVersion(model_id=model.id, version=1, sha256="1" * 64, size_bytes=1, format="onnx",
-                               runtime="onnxruntime", precision="fp32")
-        session.add(version)
-        session.flush()
-        release = ReleaseRecord(model_version_id=version.id, name="m", version=1, envelope="{}", sha256="2" * 64,
-                                expires_at=utcnow() + timedelta(days=1))
-        session.add(release)
-        session.flush()
-        deployment = Deployment(release_id=release.id, action="install")
-        session.add(deployment)
-        session.flush()
-        for number, device_id in enumerate(DEVICES):
-            session.add(Device(device_id=device_id, credential_hash=str(number) * 64, arch="x86_64", ram_mb=1024))
-            session.flush()
-            session.add(DeploymentTarget(deployment_id=deployment.id, device_id=device_id, sequence=1,
-                                         directive="{}", directive_expires_at=utcnow() + timedelta(days=1)))
-        session.commit()
+    seed_install_deployment(migrated_engine, DEVICES)
     yield migrated_engine
 
 
