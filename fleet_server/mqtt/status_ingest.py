@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
@@ -36,6 +37,7 @@ logger = logging.getLogger(__name__)
 BATCH_SIZE = 200
 MAX_PENDING = 10_000
 DB_RETRY_DELAYS_S = (0.2, 0.5, 1.0)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -109,35 +111,35 @@ class StatusWriter:
 
     def _commit_with_retries(self, reports: list[Report]) -> list[Applied] | None:
         """The batch's results once committed, or None when it has to be stored one report at a time."""
-        for attempt, delay in enumerate((*DB_RETRY_DELAYS_S, None), start=1):
-            try:
-                with Session(self.engine, expire_on_commit=False) as session:
-                    return commit_batch(session, reports)
-            except OperationalError as exc:
-                if delay is None:
-                    break
-                logger.warning("server event=ingest_retry attempt=%d reports=%d error=%s", attempt, len(reports),
-                               exc.orig or exc)
-                time.sleep(delay)
-            except Exception as exc:  # refused as a whole: find the report(s) at fault one by one
-                logger.warning("server event=status_batch_refused reports=%d error=%s", len(reports),
-                               str(exc)[:300])
-                return None
-        logger.warning("server event=status_batch_unstored reports=%d detail='storing one at a time'", len(reports))
+        try:
+            return self._retrying(lambda session: commit_batch(session, reports), f"reports={len(reports)}")
+        except OperationalError:
+            logger.warning("server event=status_batch_unstored reports=%d detail='storing one at a time'",
+                           len(reports))
+        except Exception as exc:  # refused as a whole: find the report(s) at fault one by one
+            logger.warning("server event=status_batch_refused reports=%d error=%s", len(reports), str(exc)[:300])
         return None
 
     def record_one(self, report: Report) -> str:
         """Store one report in a transaction of its own (retrying an unreachable database); the outcome."""
         try:
-            for attempt, delay in enumerate((*DB_RETRY_DELAYS_S, None), start=1):
-                try:
-                    with Session(self.engine, expire_on_commit=False) as session:
-                        return ingest.record_report(session, report).value
-                except OperationalError as exc:
-                    if delay is None:
-                        raise
-                    logger.warning("server event=ingest_retry attempt=%d error=%s", attempt, exc.orig or exc)
-                    time.sleep(delay)
+            return self._retrying(lambda session: ingest.record_report(session, report).value,
+                                  f"device={report.device_id}")
         except Exception:  # never let one message kill the consumer
             logger.exception("server event=mqtt_message_failed device=%s", report.device_id)
         return "error"
+
+    def _retrying(self, store: Callable[[Session], T], what: str) -> T:
+        """``store`` in a transaction of its own, tried again after each of ``DB_RETRY_DELAYS_S`` while the
+        database is unreachable or locked; what the last attempt raises is raised."""
+        for attempt, delay in enumerate(DB_RETRY_DELAYS_S, start=1):
+            try:
+                return self._in_transaction(store)
+            except OperationalError as exc:
+                logger.warning("server event=ingest_retry attempt=%d %s error=%s", attempt, what, exc.orig or exc)
+                time.sleep(delay)
+        return self._in_transaction(store)
+
+    def _in_transaction(self, store: Callable[[Session], T]) -> T:
+        with Session(self.engine, expire_on_commit=False) as session:
+            return store(session)

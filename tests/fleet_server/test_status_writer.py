@@ -6,11 +6,13 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from sqlalchemy import Engine, event, text
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, select
 
 from agent.protocol.messages import PresenceMessage, StatusMessage
 from fleet_server.models.deployment import DeploymentEvent, DeploymentTarget
 from fleet_server.models.device import Device
+from fleet_server.mqtt import status_ingest
 from fleet_server.mqtt.status_ingest import StatusWriter, _Queued
 from tests.fleet_server.deployment_rows import seed_install_deployment
 
@@ -129,3 +131,54 @@ def test_the_writer_thread_stores_what_is_submitted_and_acknowledges_it(engine: 
     assert acked == ["downloading", "verifying", "installing", "succeeded"]
     assert target_state(engine, "dev-1") == "succeeded"
     assert outcomes == Counter(recorded=4)
+
+
+def flaky(monkeypatch: pytest.MonkeyPatch, owner: object, function: str, failures: int) -> list[int]:
+    """Make ``owner.function`` raise OperationalError (database locked) ``failures`` times, then work;
+    return the attempts seen. Retries do not wait."""
+    real = getattr(owner, function)
+    calls: list[int] = []
+
+    def attempt(*args: object) -> object:
+        calls.append(len(calls))
+        if len(calls) <= failures:
+            raise OperationalError("INSERT ...", {}, Exception("database is locked"))
+        return real(*args)
+
+    monkeypatch.setattr(owner, function, attempt)
+    monkeypatch.setattr(status_ingest, "DB_RETRY_DELAYS_S", (0.0, 0.0, 0.0))
+    return calls
+
+
+def test_a_locked_database_is_retried_and_the_batch_acknowledged_only_once_stored(
+        engine: Engine, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    calls = flaky(monkeypatch, status_ingest, "commit_batch", failures=2)
+    acks, outcomes = Acks(engine), Counter[str]()
+    with caplog.at_level("WARNING", "fleet_server.mqtt.status_ingest"):
+        writer(engine, outcomes).process([acks.queued("dev-1", status("dev-1", "downloading", 1)),
+                                          acks.queued("dev-2", status("dev-2", "downloading", 1))])
+    assert len(calls) == 3
+    assert [message for message in caplog.messages if "event=ingest_retry" in message][-1].startswith(
+        "server event=ingest_retry attempt=2 reports=2")
+    assert acks.acked == [("dev-1", 1), ("dev-2", 1)]  # after the one commit that stored them
+    assert outcomes == Counter(recorded=2)
+
+
+def test_a_database_locked_past_the_retries_stores_the_batch_one_report_at_a_time(
+        engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    batch_calls = flaky(monkeypatch, status_ingest, "commit_batch", failures=len(status_ingest.DB_RETRY_DELAYS_S) + 1)
+    acks, outcomes = Acks(engine), Counter[str]()
+    writer(engine, outcomes).process([acks.queued("dev-1", status("dev-1", "downloading", 1)),
+                                      acks.queued("dev-2", status("dev-2", "downloading", 1))])
+    assert len(batch_calls) == len(status_ingest.DB_RETRY_DELAYS_S) + 1
+    assert acks.acked == [("dev-1", 1), ("dev-2", 2)]  # each after its own commit
+    assert outcomes == Counter(recorded=2)
+    assert target_state(engine, "dev-2") == "downloading"
+
+
+def test_a_report_that_never_stores_is_counted_as_an_error_and_acknowledged(
+        engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = flaky(monkeypatch, status_ingest.ingest, "record_report", failures=100)
+    outcomes: Counter[str] = Counter()
+    assert writer(engine, outcomes).record_one(status("dev-1", "downloading", 1)) == "error"
+    assert len(calls) == len(status_ingest.DB_RETRY_DELAYS_S) + 1
