@@ -195,7 +195,7 @@ def model_push(
         model = _uploadable(file, Path(workdir))
         check_locally(model, calibration, validation)
         with connect(server, token) as client:
-            version = client.upload_model(model, name)
+            version = client.upload_model(model, name, calibration=calibration)  # its reference profile too
             if not as_json:
                 console().print(f"uploaded {name} v{version['version']} ({version['size_bytes']} bytes)")
             request = CompressionRequest(calibration, validation, variants, method, min_top1, max_accuracy_drop,

@@ -1,10 +1,23 @@
-"""``edgefleet model list|show``: the model registry (``model push``/``compress`` register here too)."""
+"""``edgefleet model list|show|upload``: the model registry (``model push``/``compress`` register here too)."""
 
+import math
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from fleet_server.cli_context import JsonOption, ServerOption, TokenOption, cli_errors, connect, emit, fields, table
+from fleet_server.cli_context import (
+    CliUsageError,
+    JsonOption,
+    ServerOption,
+    TokenOption,
+    cli_errors,
+    connect,
+    console,
+    emit,
+    fields,
+    table,
+)
 
 model_app = typer.Typer(no_args_is_help=True, help="The model registry: versions, lineage, releases.")
 
@@ -68,3 +81,62 @@ def model_show(
             return
         data = {"model": client.model(name), "versions": client.model_versions(name)}
     emit(data, as_json, _render_versions)
+
+
+def parse_metrics(pairs: list[str]) -> dict[str, float]:
+    """``["accuracy=0.96", ...]`` as a dict; ``CliUsageError`` names the first pair that is not NAME=NUMBER."""
+    metrics: dict[str, float] = {}
+    for pair in pairs:
+        name, separator, value = pair.partition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        if not separator or not name.strip() or not math.isfinite(number):
+            raise CliUsageError(f"--metric {pair!r} is not NAME=NUMBER", hint="e.g. --metric accuracy=0.96")
+        metrics[name.strip()] = number
+    return metrics
+
+
+def _render_upload(version: dict[str, Any]) -> None:
+    console().print(f"uploaded {version['name']} v{version['version']} ({version['size_bytes']} bytes, "
+                    f"sha256 {version['sha256']})")
+    profile = version.get("reference_profile_sha256")
+    console().print(f"reference profile {profile} (from the calibration data)" if profile else
+                    "no reference profile: drift needs --calibration here, or a compression job")
+
+
+@model_app.command("upload")
+def model_upload(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="ONNX or TFLite model file",
+                                         show_default=False)],
+    name: Annotated[str, typer.Option("--name", help="Model name", show_default=False)],
+    calibration: Annotated[Path | None, typer.Option(
+        "--calibration", exists=True, dir_okay=False, show_default=False,
+        help="Data like the model's inputs (.npz, .npy or CSV): the server builds the reference profile "
+             "drift is measured against")] = None,
+    precision: Annotated[str, typer.Option("--precision", help="Precision label of this file")] = "fp32",
+    description: Annotated[str | None, typer.Option("--description", show_default=False)] = None,
+    training_data: Annotated[str | None, typer.Option("--training-data", show_default=False,
+                                                      help="Lineage: URI of the training data")] = None,
+    training_data_sha256: Annotated[str | None, typer.Option("--training-data-sha256", show_default=False)] = None,
+    code_ref: Annotated[str | None, typer.Option("--code-ref", show_default=False,
+                                                 help="Lineage: training code revision, e.g. git:abc123")] = None,
+    parent_version: Annotated[int | None, typer.Option("--parent-version", min=1, show_default=False)] = None,
+    metric: Annotated[list[str] | None, typer.Option("--metric", show_default=False,
+                                                     help="Lineage: NAME=NUMBER, repeatable")] = None,
+    server: ServerOption = None,
+    token: TokenOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Register a model file as the next version of NAME, with its lineage and optional calibration data."""
+    with cli_errors():
+        lineage = {key: value for key, value in (
+            ("training_data_uri", training_data), ("training_data_sha256", training_data_sha256),
+            ("training_code_ref", code_ref), ("parent_version", parent_version),
+            ("metrics", parse_metrics(metric or []) or None)) if value is not None}
+        metadata = {key: value for key, value in (("description", description), ("lineage", lineage or None))
+                    if value is not None}
+        with connect(server, token) as client:
+            version = client.upload_model(file, name, metadata, precision, calibration)
+    emit(version, as_json, _render_upload)

@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import uvicorn
 from typer.testing import CliRunner
@@ -17,7 +18,7 @@ from fleet_server.app import create_app
 from fleet_server.cli import app
 from fleet_server.cli_context import save_config
 from fleet_server.processes import free_port
-from tests.fleet_server.conftest import ADMIN_TOKEN, BOOTSTRAP_TOKEN, build_onnx_model, make_settings
+from tests.fleet_server.conftest import ADMIN_TOKEN, BOOTSTRAP_TOKEN, ONNX_FIXTURE, build_onnx_model, make_settings
 
 LINEAGE = {"description": "cli test model", "lineage": {"training_data_uri": "s3://bucket/digits.csv",
                                                         "metrics": {"accuracy": 0.96}}}
@@ -188,3 +189,32 @@ def test_deployment_commands(cli) -> None:
     assert nobody.exit_code == 2 and "no devices selected" in nobody.output
     unknown = cli("deployment", "create", "cli-model:9", "--tag", "cli")
     assert unknown.exit_code == 1 and "not found" in unknown.output
+
+
+def test_model_upload_registers_lineage_and_builds_the_reference_profile(cli, tmp_path: Path) -> None:
+    calibration = tmp_path / "calibration.npy"
+    np.save(calibration, np.random.default_rng(3).normal(size=(200, 64)).astype(np.float32))
+    uploaded = cli("model", "upload", str(ONNX_FIXTURE), "--name", "cli-uploaded", "--calibration", str(calibration),
+                   "--description", "digits, retrained", "--training-data", "s3://bucket/digits-2.csv",
+                   "--metric", "accuracy=0.97", "--metric", "f1=0.95", "--parent-version", "1")
+    assert uploaded.exit_code == 0, uploaded.output
+    assert "uploaded cli-uploaded v1" in uploaded.output and "reference profile " in uploaded.output
+    detail = json.loads(cli("model", "show", "cli-uploaded", "--version", "1", "--json").output)
+    assert detail["description"] == "digits, retrained"
+    assert detail["lineage"]["metrics"] == {"accuracy": 0.97, "f1": 0.95}
+    assert detail["lineage"]["training_data_uri"] == "s3://bucket/digits-2.csv"
+    assert detail["lineage"]["parent_version"] == 1
+    assert len(detail["reference_profile_sha256"]) == 64
+
+    plain = json.loads(cli("model", "upload", str(ONNX_FIXTURE), "--name", "cli-uploaded", "--json").output)
+    assert plain["version"] == 2 and plain["reference_profile_sha256"] is None
+
+
+def test_model_upload_errors_are_one_line_and_register_nothing(cli, tmp_path: Path) -> None:
+    bad_metric = cli("model", "upload", str(ONNX_FIXTURE), "--name", "cli-refused", "--metric", "accuracy")
+    assert bad_metric.exit_code == 2 and "is not NAME=NUMBER" in bad_metric.output
+    wrong_shape = tmp_path / "calibration.npy"
+    np.save(wrong_shape, np.zeros((10, 3), dtype=np.float32))
+    refused = cli("model", "upload", str(ONNX_FIXTURE), "--name", "cli-refused", "--calibration", str(wrong_shape))
+    assert refused.exit_code == 1 and refused.output.startswith("error: ") and "Traceback" not in refused.output
+    assert cli("model", "show", "cli-refused").exit_code == 1  # nothing was registered
