@@ -1,8 +1,9 @@
 """The server's MQTT client: consumes device ``status``/``presence``/``telemetry``
 and publishes directives.
 
-paho-mqtt 2 (callback API v2) runs its own network thread (``loop_start``)
-and reconnects with exponential backoff by itself. Each QoS 1 message is
+Messages arrive on a ``ConsumerConnection`` (``fleet_server.mqtt.consumer``, a
+lean MQTT 3.1.1 client with one I/O thread that reconnects with exponential
+backoff by itself); directives go out on a paho ``PublishLink``. Each QoS 1 message is
 validated with ``agent.protocol.messages`` in the callback and handed to a
 writer thread that stores it in a batch (``status_ingest`` for status and
 presence, ``telemetry_ingest`` for telemetry), so it is acknowledged only after
@@ -17,7 +18,6 @@ import secrets
 import threading
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
 
 import paho.mqtt.client as mqtt
 from sqlalchemy import Engine
@@ -25,13 +25,19 @@ from sqlalchemy import Engine
 from agent.protocol import ProtocolError, TopicKind, parse_topic, subscription
 from agent.protocol.messages import PresenceMessage, StatusMessage
 from fleet_server.mqtt.broker_url import BrokerAddress
-from fleet_server.mqtt.publish_link import KEEPALIVE_S, PublishLink, make_client
+from fleet_server.mqtt.consumer import ConsumerConnection
+from fleet_server.mqtt.publish_link import PublishLink
 from fleet_server.mqtt.status_ingest import StatusWriter
 from fleet_server.mqtt.telemetry_ingest import TelemetryIngestor
 
 logger = logging.getLogger(__name__)
 
 CONSUMED_KINDS = (TopicKind.STATUS, TopicKind.PRESENCE, TopicKind.TELEMETRY)
+TELEMETRY_SUFFIX = "/" + TopicKind.TELEMETRY.value
+
+
+def _no_ack() -> None:
+    """QoS 0 messages are not acknowledged."""
 
 
 class MqttBridge:
@@ -52,17 +58,16 @@ class MqttBridge:
         self.status_writer = StatusWriter(engine, self._count)
         self._connected = threading.Event()
         self._on_connected: list[Callable[[], None]] = []
-        self.client = self._make_client()
+        self.consumer = self._make_consumer()
         # directives go out on a connection of their own (see fleet_server.mqtt.publish_link)
         self.link = PublishLink(address, f"{self.client_id}-pub", self._run_hooks_if_ready)
 
-    def _make_client(self) -> mqtt.Client:
-        client = make_client(self.address, self.client_id, clean_session=not self.persistent_session,
-                             manual_ack=True)  # acknowledged once stored
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_message = self._on_message
-        return client
+    def _make_consumer(self) -> ConsumerConnection:
+        topics = [subscription(kind, shared=self.shared_subscription) for kind in CONSUMED_KINDS]
+        return ConsumerConnection(self.address, self.client_id, topics, clean_session=not self.persistent_session,
+                                  on_message=self._on_message, on_connect=self._on_connect,
+                                  on_disconnect=self._on_disconnect,
+                                  on_bad_topic=lambda _topic: self._count("malformed"))
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -80,8 +85,7 @@ class MqttBridge:
         if self.telemetry is not None and self.owns_telemetry:
             self.telemetry.start()
         self.status_writer.start()
-        self.client.connect_async(self.address.host, self.address.port, keepalive=KEEPALIVE_S)
-        self.client.loop_start()
+        self.consumer.start()
         self.link.start()
 
     def wait_connected(self, timeout: float) -> bool:
@@ -94,8 +98,7 @@ class MqttBridge:
             logger.warning("server event=status_flush_timeout pending=%d", self.status_writer.pending)
         self._connected.clear()
         self.link.stop()
-        self.client.disconnect()
-        self.client.loop_stop()
+        self.consumer.stop()
         self.status_writer.stop()
         if self.telemetry is not None and self.owns_telemetry:
             self.telemetry.stop()
@@ -105,27 +108,18 @@ class MqttBridge:
         """On a clean stop, unsubscribe first: the broker would otherwise go on queueing this replica's share
         of the devices' messages in its persistent session (a crashed replica keeps its subscriptions, and
         gets what was queued when it comes back)."""
-        done = threading.Event()
-        self.client.on_unsubscribe = lambda *_args: done.set()
-        self.client.unsubscribe([subscription(kind, shared=True) for kind in CONSUMED_KINDS])
-        if not done.wait(timeout):
+        if not self.consumer.unsubscribe([subscription(kind, shared=True) for kind in CONSUMED_KINDS], timeout):
             logger.warning("server event=mqtt_unsubscribe_timeout timeout_s=%.1f", timeout)
 
     def publish(self, topic: str, payload: bytes, retain: bool = True) -> mqtt.MQTTMessageInfo:
         return self.link.publish(topic, payload, retain)
 
-    # -- paho callbacks (network thread) ---------------------------------------
+    # -- consumer callbacks (its I/O thread) ------------------------------------
 
-    def _on_connect(self, client: mqtt.Client, _userdata: Any, _flags: Any, reason_code: Any,
-                    _properties: Any) -> None:
-        if reason_code.is_failure:
-            logger.error("server event=mqtt_connect_refused url=%s reason=%s", self.address.url, reason_code)
-            return
-        topics = [(subscription(kind, shared=self.shared_subscription), 1) for kind in CONSUMED_KINDS]
-        client.subscribe(topics)
+    def _on_connect(self) -> None:
         self._connected.set()
         logger.info("server event=mqtt_connected url=%s subscriptions=%s", self.address.url,
-                    ",".join(topic for topic, _ in topics))
+                    ",".join(self.consumer.topics))
         self._run_hooks_if_ready()
 
     def _run_hooks_if_ready(self) -> None:
@@ -142,43 +136,48 @@ class MqttBridge:
         except Exception:
             logger.exception("server event=mqtt_connect_hook_failed hook=%s", getattr(hook, "__name__", hook))
 
-    def _on_disconnect(self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason_code: Any,
-                       _properties: Any) -> None:
+    def _on_disconnect(self, reason: str) -> None:
         was_connected = self._connected.is_set()
         self._connected.clear()
         if was_connected:
-            logger.warning("server event=mqtt_disconnected url=%s reason=%s", self.address.url, reason_code)
+            logger.warning("server event=mqtt_disconnected url=%s reason=%s", self.address.url, reason)
 
-    def _on_message(self, client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
-        if self.telemetry is not None and message.topic.endswith("/" + TopicKind.TELEMETRY.value):
-            self._submit_telemetry(client, message)
+    def _ack_later(self, packet_id: int | None) -> Callable[[], None]:
+        """Acknowledge ``packet_id`` (None: QoS 0, nothing to acknowledge) once called, on the connection
+        it arrived on (an ack that outlived a clean session's connection is dropped)."""
+        if packet_id is None:
+            return _no_ack
+        consumer, connection = self.consumer, self.consumer.connections
+        return lambda: consumer.ack(packet_id, connection)
+
+    def _on_message(self, topic: str, payload: bytes, packet_id: int | None) -> None:
+        if self.telemetry is not None and topic.endswith(TELEMETRY_SUFFIX):
+            self._submit_telemetry(topic, payload, packet_id)
             return
         try:
-            report = self.validate(message.topic, message.payload)
+            report = self.validate(topic, payload)
         except Exception:  # never let one message kill the consumer
-            logger.exception("server event=mqtt_message_failed topic=%s", message.topic)
+            logger.exception("server event=mqtt_message_failed topic=%s", topic)
             report = "error"
         if isinstance(report, str):  # dropped for good: redelivery would not make it valid
-            client.ack(message.mid, message.qos)
+            self._ack_later(packet_id)()
             self._count(report)
             return
-        mid, qos = message.mid, message.qos
-        self.status_writer.submit(report, lambda: client.ack(mid, qos))  # acknowledged after the commit
+        self.status_writer.submit(report, self._ack_later(packet_id))  # acknowledged after the commit
 
-    def _submit_telemetry(self, client: mqtt.Client, message: mqtt.MQTTMessage) -> None:
+    def _submit_telemetry(self, topic: str, payload: bytes, packet_id: int | None) -> None:
         """Hand a telemetry message to the ingest writer, which acknowledges it after the commit."""
         assert self.telemetry is not None
         self._count("received")
         try:
-            device_id, _kind = parse_topic(message.topic)
+            device_id, _kind = parse_topic(topic)
         except ProtocolError as exc:
             logger.warning("server event=mqtt_message_dropped reason=bad_topic topic=%r error=%s",
-                           message.topic[:200], exc)
-            client.ack(message.mid, message.qos)
+                           topic[:200], exc)
+            self._ack_later(packet_id)()
             self._count("malformed")
             return
-        mid, qos = message.mid, message.qos
-        self.telemetry.submit(device_id, message.payload, lambda: client.ack(mid, qos))
+        self.telemetry.submit(device_id, payload, self._ack_later(packet_id))
 
     # -- message handling --------------------------------------------------------
 
