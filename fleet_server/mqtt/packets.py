@@ -86,8 +86,8 @@ def puback_packet(packet_id: int) -> bytes:
 
 def split_packets(data: bytes, max_remaining: int) -> tuple[list[tuple[int, memoryview]], int, int]:
     """Every complete packet at the start of ``data`` as (first byte, body), the number of bytes they
-    take, and how many bytes the buffer must hold before the next packet can be complete (0: all
-    consumed). Raises ``PacketTooLargeError`` for a declared length above ``max_remaining`` and
+    take, and how many bytes the unconsumed rest must reach before the next packet can be complete
+    (0: all consumed). Raises ``PacketTooLargeError`` for a declared length above ``max_remaining`` and
     ``MqttProtocolError`` for a remaining length longer than four bytes."""
     view = memoryview(data)
     packets: list[tuple[int, memoryview]] = []
@@ -100,7 +100,7 @@ def split_packets(data: bytes, max_remaining: int) -> tuple[list[tuple[int, memo
             length, multiplier, index = 0, 1, pos + 1
             while True:
                 if index >= end:
-                    return packets, pos, end + 1  # the length itself is incomplete
+                    return packets, pos, end + 1 - pos  # the length itself is incomplete
                 byte = data[index]
                 length += (byte & 0x7F) * multiplier
                 index += 1
@@ -114,7 +114,7 @@ def split_packets(data: bytes, max_remaining: int) -> tuple[list[tuple[int, memo
             raise PacketTooLargeError(f"packet declares {length} bytes, the limit is {max_remaining}")
         stop = body + length
         if stop > end:
-            return packets, pos, stop
+            return packets, pos, stop - pos
         packets.append((data[pos], view[body:stop]))
         pos = stop
     return packets, pos, 0
