@@ -10,52 +10,71 @@ number of older windows the device's queue had to evict since the previous
 window, and optionally what a shadow model did.
 
 Windows carry ``(device_id, start, seq)``; ``seq`` increases by one per window
-and device, so the server deduplicates redeliveries and sees gaps. On the
-wire a window is zlib-compressed canonical JSON; ``decode`` caps both the
-compressed and the inflated size and parses strictly.
+and device, so the server deduplicates redeliveries and sees gaps.
+
+On the wire (``agent.protocol.telemetry_wire``) ``encode`` writes spec version 2:
+``b"EFT\\x02"`` and a zlib-compressed binary body, about 5x cheaper to decode than
+version 1, which was the zlib-compressed canonical JSON of ``to_dict`` (first
+byte 0x78). ``decode`` takes both (old agents, and windows already queued on
+devices), caps the compressed and the inflated size and parses strictly: both
+formats enforce the same rules (``agent.protocol.telemetry_rules``).
 
 Histograms follow the one binning rule of ``agent.binning``: for edges
-e_0..e_k, bin 0 is underflow (< e_0), bin i is [e_{i-1}, e_i), bin k+1 overflow.
+e_0..e_k, bin 0 is underflow (< e_0), bin i is [e_{i-1}, e_i), bin k+1 overflow
+(quantiles: ``agent.protocol.telemetry_histogram``).
 """
 
-import itertools
-import json
-import math
-import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
 from agent.protocol import fields as f
-from agent.protocol.canonical import canonical_bytes
-from agent.protocol.errors import DocumentTooLargeError, MalformedDocumentError
-from agent.protocol.profile import MAX_BINS, MAX_PROFILE_FEATURES, PredictionKind
+from agent.protocol.errors import MalformedDocumentError
+from agent.protocol.profile import PredictionKind
+from agent.protocol.telemetry_histogram import histogram_quantile, histogram_quantiles
+from agent.protocol.telemetry_rules import (
+    CONFIDENCE_BINS,
+    CONFIDENCE_EDGES,
+    CPU_PERCENT_RANGE,
+    LATENCY_BINS,
+    LATENCY_EDGES_MS,
+    MAX_CLASSES,
+    MAX_TELEMETRY_INFLATED_BYTES,
+    MAX_TELEMETRY_MESSAGE_BYTES,
+    MAX_TIME,
+    MAX_WINDOW_SECONDS,
+    TEMPERATURE_RANGE,
+    check_feature_shape,
+    check_predictions,
+    check_range,
+    check_span,
+    check_totals,
+)
 from agent.protocol.topics import validate_device_id
 
-SPEC_VERSION = 1
-MAX_TELEMETRY_MESSAGE_BYTES = 64 * 1024  # compressed, as published
-MAX_TELEMETRY_JSON_BYTES = 512 * 1024  # inflated
-MAX_WINDOW_SECONDS = 24 * 3600
-MAX_CLASSES = MAX_BINS
+SPEC_VERSION = 2  # what ``encode`` writes; ``decode`` also reads version 1
+JSON_SPEC_VERSION = 1  # the "v" of the ``to_dict`` document, version 1's wire format
+MAX_TELEMETRY_JSON_BYTES = MAX_TELEMETRY_INFLATED_BYTES  # the version 1 name of the inflated cap
 COMPRESSION_LEVEL = 6
 _INT_ONLY = {int}
 
-# 0.01 ms .. ~21 s in steps of 2**(1/3) (+26%): 64 edges, 65 bins.
-LATENCY_EDGES_MS: tuple[float, ...] = tuple(0.01 * 2 ** (k / 3) for k in range(64))
-# Classifier confidence (top score) in tenths: 11 edges, so bins 1..10 hold [0, .1) .. [.9, 1].
-CONFIDENCE_EDGES: tuple[float, ...] = tuple(k / 10 for k in range(11))
+__all__ = [
+    "CONFIDENCE_BINS", "CONFIDENCE_EDGES", "COMPRESSION_LEVEL", "JSON_SPEC_VERSION", "LATENCY_BINS",
+    "LATENCY_EDGES_MS", "MAX_CLASSES", "MAX_TELEMETRY_INFLATED_BYTES", "MAX_TELEMETRY_JSON_BYTES",
+    "MAX_TELEMETRY_MESSAGE_BYTES", "MAX_WINDOW_SECONDS", "SPEC_VERSION", "DataQuality", "FeatureCounts",
+    "ModelRef", "PredictionCounts", "ShadowSummary", "SystemMetrics", "TelemetryWindow", "histogram_quantile",
+    "histogram_quantiles",
+]
 
 
 def _count(obj: dict[str, Any], key: str, what: str) -> int:
     return f.integer(obj, key, what, 0)
 
 
-def _counts(value: Any, what: str, expected: int | None = None, max_items: int = MAX_BINS + 1) -> tuple[int, ...]:
-    if not isinstance(value, list) or not 1 <= len(value) <= max_items:
-        raise MalformedDocumentError(f"{what} must be a list of 1..{max_items} counts")
-    if expected is not None and len(value) != expected:
-        raise MalformedDocumentError(f"{what} must hold {expected} counts, got {len(value)}")
-    if not set(map(type, value)) <= _INT_ONLY or min(value) < 0 or max(value) > f.MAX_INT:  # bool is not int here
-        raise MalformedDocumentError(f"{what} must contain integers >= 0")
+def _counts(value: Any, what: str) -> tuple[int, ...]:
+    """A JSON list of integers 0..MAX_INT (bool is not int here); the rules check its length."""
+    if not isinstance(value, list) or value and (
+            not set(map(type, value)) <= _INT_ONLY or min(value) < 0 or max(value) > f.MAX_INT):
+        raise MalformedDocumentError(f"{what} must be a list of integers >= 0")
     return tuple(value)
 
 
@@ -64,11 +83,9 @@ def _number(obj: dict[str, Any], key: str, what: str, minimum: float = 0.0,
     value = obj.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, int | float):
         raise MalformedDocumentError(f"{what}.{key} must be a number")
-    if not minimum <= value <= maximum:
-        raise MalformedDocumentError(f"{what}.{key}={value} is outside [{minimum}, {maximum}]")
-    return float(value)
+    return float(check_range(value, f"{what}.{key}", minimum, maximum))  # in range: a huge int cannot overflow
 
 
 @dataclass(frozen=True)
@@ -103,15 +120,14 @@ class FeatureCounts:
         what = "telemetry.features"
         obj = f.mapping(obj, what)
         f.only_keys(obj, {"profile_sha256", "counts", "missing"}, what)
-        rows = f.get(obj, "counts", what)
-        if not isinstance(rows, list) or not 1 <= len(rows) <= MAX_PROFILE_FEATURES:
-            raise MalformedDocumentError(f"{what}.counts must list 1..{MAX_PROFILE_FEATURES} features")
-        if any(not isinstance(row, list) or not 1 <= len(row) <= MAX_BINS + 1 for row in rows):
-            raise MalformedDocumentError(f"{what}.counts[] must be lists of 1..{MAX_BINS + 1} counts")
-        _counts(list(itertools.chain.from_iterable(rows)), f"{what}.counts[]", max_items=len(rows) * (MAX_BINS + 1))
-        counts = tuple(tuple(row) for row in rows)
-        missing = _counts(f.get(obj, "missing", what), f"{what}.missing", len(counts), MAX_PROFILE_FEATURES)
-        return cls(f.sha256_hex(obj, "profile_sha256", what), counts, missing)
+        rows, missing = f.get(obj, "counts", what), f.get(obj, "missing", what)
+        if not isinstance(rows, list) or not all(isinstance(row, list) for row in rows) \
+                or not isinstance(missing, list):
+            raise MalformedDocumentError(f"{what}.counts must be a list of lists, {what}.missing a list")
+        check_feature_shape([len(row) for row in rows], len(missing), what)
+        _counts([count for row in rows for count in row], f"{what}.counts[]")
+        return cls(f.sha256_hex(obj, "profile_sha256", what), tuple(tuple(row) for row in rows),
+                   _counts(missing, f"{what}.missing"))
 
 
 @dataclass(frozen=True)
@@ -139,27 +155,17 @@ class PredictionCounts:
             raise MalformedDocumentError(f"{what}.kind must be 'classes' or 'values'") from None
         labels = f.get(obj, "labels", what)
         if not isinstance(labels, list) or len(labels) > MAX_CLASSES or any(
-                isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) for v in labels):
+                isinstance(v, bool) or not isinstance(v, int | float) for v in labels):
             raise MalformedDocumentError(f"{what}.labels must be a list of <= {MAX_CLASSES} finite numbers")
-        if kind is PredictionKind.CLASSES:
-            if len(set(labels)) != len(labels):
-                raise MalformedDocumentError(f"{what}.labels must be distinct")
-            counts = _counts(f.get(obj, "counts", what), f"{what}.counts", len(labels), MAX_CLASSES) \
-                if labels else _empty(f.get(obj, "counts", what), f"{what}.counts")
-        else:
-            if labels:
-                raise MalformedDocumentError(f"{what}.labels must be empty for values")
-            counts = _counts(f.get(obj, "counts", what), f"{what}.counts")
+        try:
+            floats = tuple(map(float, labels))
+        except OverflowError:  # an integer literal beyond the float range
+            raise MalformedDocumentError(f"{what}.labels must be finite numbers") from None
+        counts = _counts(f.get(obj, "counts", what), f"{what}.counts")
         confidence = obj.get("confidence")
-        return cls(kind, tuple(float(v) for v in labels), counts,
-                   None if confidence is None else _counts(confidence, f"{what}.confidence",
-                                                           len(CONFIDENCE_EDGES) + 1))
-
-
-def _empty(value: Any, what: str) -> tuple[int, ...]:
-    if value != []:
-        raise MalformedDocumentError(f"{what} must be empty when there are no labels")
-    return ()
+        confidence = None if confidence is None else _counts(confidence, f"{what}.confidence")
+        check_predictions(kind, floats, len(counts), None if confidence is None else len(confidence), what)
+        return cls(kind, floats, counts, confidence)
 
 
 @dataclass(frozen=True)
@@ -198,9 +204,9 @@ class SystemMetrics:
         f.only_keys(obj, {"cpu_percent", "rss_bytes", "temperature_c", "disk_free_bytes"}, what)
         rss, disk = obj.get("rss_bytes"), obj.get("disk_free_bytes")
         return cls(
-            cpu_percent=_number(obj, "cpu_percent", what, 0.0, 100.0),
+            cpu_percent=_number(obj, "cpu_percent", what, *CPU_PERCENT_RANGE),
             rss_bytes=None if rss is None else f.integer(obj, "rss_bytes", what),
-            temperature_c=_number(obj, "temperature_c", what, -273.15, 1000.0),
+            temperature_c=_number(obj, "temperature_c", what, *TEMPERATURE_RANGE),
             disk_free_bytes=None if disk is None else f.integer(obj, "disk_free_bytes", what),
         )
 
@@ -263,7 +269,7 @@ class TelemetryWindow:
     def to_dict(self) -> dict[str, Any]:
         return {
             "type": "telemetry",
-            "v": SPEC_VERSION,
+            "v": JSON_SPEC_VERSION,
             "device_id": self.device_id,
             "seq": self.seq,
             "start": round(self.start, 3),
@@ -281,7 +287,9 @@ class TelemetryWindow:
         }
 
     def encode(self) -> bytes:
-        return zlib.compress(canonical_bytes(self.to_dict()), COMPRESSION_LEVEL)
+        """The published form: spec version 2 (``telemetry_wire``), or version 1 for a window version 2
+        cannot represent (a histogram count over 2**32 - 1, or a value ``decode`` rejects anyway)."""
+        return _wire().encode_window(self)
 
     @classmethod
     def from_dict(cls, obj: Any) -> "TelemetryWindow":
@@ -289,16 +297,15 @@ class TelemetryWindow:
         obj = f.mapping(obj, what)
         f.only_keys(obj, {"type", "v", "device_id", "seq", "start", "end", "model", "requests", "errors",
                           "latency_ms", "features", "predictions", "quality", "system", "evicted", "shadow"}, what)
-        if obj.get("type") != "telemetry" or obj.get("v") != SPEC_VERSION:
-            raise MalformedDocumentError(f"telemetry must have type 'telemetry' and v {SPEC_VERSION}")
-        start, end = _number(obj, "start", what, 0.0, 1e11), _number(obj, "end", what, 0.0, 1e11)
-        if start is None or end is None or not start <= end <= start + MAX_WINDOW_SECONDS:
-            raise MalformedDocumentError(f"{what} needs start <= end <= start + {MAX_WINDOW_SECONDS} s")
+        if obj.get("type") != "telemetry" or obj.get("v") != JSON_SPEC_VERSION:
+            raise MalformedDocumentError(f"telemetry must have type 'telemetry' and v {JSON_SPEC_VERSION}")
+        start, end = _number(obj, "start", what, 0.0, MAX_TIME), _number(obj, "end", what, 0.0, MAX_TIME)
+        if start is None or end is None:
+            raise MalformedDocumentError(f"{what} needs start and end")
+        check_span(start, end, what)
         requests, errors = _count(obj, "requests", what), _count(obj, "errors", what)
-        latency = _counts(f.get(obj, "latency_ms", what), f"{what}.latency_ms", len(LATENCY_EDGES_MS) + 1,
-                          len(LATENCY_EDGES_MS) + 1)
-        if errors > requests or sum(latency) > requests:
-            raise MalformedDocumentError(f"{what}: errors and latency samples cannot exceed requests")
+        latency = _counts(f.get(obj, "latency_ms", what), f"{what}.latency_ms")
+        check_totals(requests, errors, latency, what)
         model, features, predictions, shadow = (obj.get(key) for key in ("model", "features", "predictions",
                                                                          "shadow"))
         return cls(
@@ -320,95 +327,20 @@ class TelemetryWindow:
 
     @classmethod
     def decode(cls, payload: bytes) -> "TelemetryWindow":
-        """Inflate and parse a published window; any defect raises a ``MalformedDocumentError``."""
-        return cls.from_dict(parse_window_json(inflate(payload)))
+        """Inflate and parse a published window of either spec version; any defect raises a
+        ``MalformedDocumentError`` (``DocumentTooLargeError`` over a size cap)."""
+        return _wire().decode_window(payload)
 
 
-def _reject_constant(name: str) -> Any:
-    raise MalformedDocumentError(f"non-finite number {name} is not allowed")
+def _wire() -> Any:
+    """``telemetry_wire`` builds on the classes above, so it is imported on first use (then cached)."""
+    global _wire_module
+    if _wire_module is None:
+        from agent.protocol import telemetry_wire
+        _wire_module = telemetry_wire
+    return _wire_module
 
 
-def parse_window_json(data: bytes) -> Any:
-    """JSON of a window, parsed at C speed (ingest handles thousands per second).
-
-    Lighter than ``canonical.parse_json`` because nothing here is signed: NaN and
-    Infinity are rejected, a repeated key keeps its last value, and every string
-    that matters is checked against a pattern by ``from_dict`` (which also
-    rejects overflowing floats and out-of-range integers).
-    """
-    try:
-        return json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
-    except UnicodeDecodeError as exc:
-        raise MalformedDocumentError(f"telemetry is not UTF-8: {exc}") from None
-    except RecursionError:
-        raise MalformedDocumentError("telemetry is nested too deeply") from None
-    except ValueError as exc:  # JSONDecodeError, and integers over the int-to-str digit limit
-        raise MalformedDocumentError(f"telemetry is not valid JSON: {exc}") from None
+_wire_module: Any = None
 
 
-def inflate(payload: bytes) -> bytes:
-    """zlib-decompress ``payload`` with caps on both sizes (no decompression bombs, no trailing bytes)."""
-    if not isinstance(payload, bytes | bytearray):
-        raise MalformedDocumentError(f"expected bytes, got {type(payload).__name__}")
-    if len(payload) > MAX_TELEMETRY_MESSAGE_BYTES:
-        raise DocumentTooLargeError(f"telemetry message is {len(payload)} bytes, cap is {MAX_TELEMETRY_MESSAGE_BYTES}")
-    inflater = zlib.decompressobj()
-    try:
-        data = inflater.decompress(bytes(payload), MAX_TELEMETRY_JSON_BYTES + 1)
-    except zlib.error as exc:
-        raise MalformedDocumentError(f"telemetry is not zlib data: {exc}") from None
-    if len(data) > MAX_TELEMETRY_JSON_BYTES:
-        raise DocumentTooLargeError(f"telemetry inflates to more than {MAX_TELEMETRY_JSON_BYTES} bytes")
-    if not inflater.eof or inflater.unused_data:
-        raise MalformedDocumentError("telemetry zlib stream is truncated or followed by extra bytes")
-    return data
-
-
-def histogram_quantile(counts: tuple[int, ...] | list[int], q: float,
-                       edges: tuple[float, ...] = LATENCY_EDGES_MS) -> float | None:
-    """The ``q`` quantile (0..1) of a histogram on ``edges``, interpolated geometrically within a bin.
-
-    Samples in the underflow bin count as ``edges[0]``, in the overflow bin as ``edges[-1]``.
-    None for an empty histogram.
-    """
-    total = sum(counts)
-    if total <= 0:
-        return None
-    rank = q * total
-    seen = 0
-    for index, count in enumerate(counts):
-        if count and seen + count >= rank:
-            if index == 0:
-                return edges[0]
-            if index > len(edges) - 1:
-                return edges[-1]
-            low, high = edges[index - 1], edges[index]
-            fraction = min(1.0, max(0.0, (rank - seen) / count))
-            if low > 0:
-                return low * (high / low) ** fraction
-            return low + (high - low) * fraction
-        seen += count
-    return edges[-1]
-
-
-def histogram_quantiles(counts: tuple[int, ...] | list[int], qs: tuple[float, ...],
-                        edges: tuple[float, ...] = LATENCY_EDGES_MS) -> tuple[float | None, ...]:
-    """``histogram_quantile`` for several ``qs`` (ascending) in one pass over the bins."""
-    total = sum(counts)
-    if total <= 0:
-        return (None,) * len(qs)
-    found: list[float] = []
-    seen = 0
-    for index, count in enumerate(counts):
-        while count and len(found) < len(qs) and seen + count >= qs[len(found)] * total:
-            rank = qs[len(found)] * total
-            if index == 0:
-                found.append(edges[0])
-            elif index > len(edges) - 1:
-                found.append(edges[-1])
-            else:
-                low, high = edges[index - 1], edges[index]
-                fraction = min(1.0, max(0.0, (rank - seen) / count))
-                found.append(low * (high / low) ** fraction if low > 0 else low + (high - low) * fraction)
-        seen += count
-    return tuple(found) + (edges[-1],) * (len(qs) - len(found))

@@ -1,4 +1,5 @@
-"""The telemetry window message: round trip, compactness, strict decoding, size caps, quantiles."""
+"""The telemetry window message in its version 1 form (canonical JSON): round trip, strict decoding, size caps,
+quantiles. Version 2 (binary): ``test_telemetry_wire``."""
 
 import math
 import zlib
@@ -143,3 +144,14 @@ def test_a_shadow_section_may_carry_the_mean_absolute_difference() -> None:
     assert TelemetryWindow.decode(regression.encode()) == regression
     assert window().shadow.to_dict().keys() == {"candidate", "compared", "agreement", "serving_p50_ms",  # type: ignore
                                                 "candidate_p50_ms"}
+
+
+@pytest.mark.parametrize("change", [
+    {"start": 10**400}, {"system": {"cpu_percent": 10**400}},
+    {"predictions": {"kind": "classes", "labels": [10**400], "counts": [1], "confidence": None}},
+])
+def test_integers_beyond_the_float_range_are_malformed_not_overflow_errors(change: dict) -> None:
+    document = window().to_dict()
+    document.update(change)
+    with pytest.raises(MalformedDocumentError):
+        TelemetryWindow.decode(encode_dict(document))
