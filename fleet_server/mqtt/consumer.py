@@ -30,6 +30,7 @@ from fleet_server.mqtt.publish_link import KEEPALIVE_S, RECONNECT_MAX_DELAY_S, R
 logger = logging.getLogger(__name__)
 
 READ_SIZE = 65_536
+MAX_READS = 16  # chunks read before the packets in them are handled
 LARGE_PACKET_BYTES = 1 << 20  # larger packets are delivered, with a log line
 MAX_PACKET_BYTES = 16 << 20  # a declared length above this closes the connection (memory guard)
 CONNECT_TIMEOUT_S = 10.0
@@ -62,6 +63,7 @@ class ConsumerConnection:
         self.reconnect_min_s, self.reconnect_max_s = reconnect_min_s, reconnect_max_s
         self.connections = 0  # successful CONNACKs so far; tells a message's connection apart
         self.pings = 0
+        self.redelivered = 0  # PUBLISH packets with the DUP flag (resent after a reconnect)
         self._out = bytearray()  # what other threads queued (acks, unsubscribe, disconnect)
         self._out_lock = threading.Lock()
         self._wake_r, self._wake_w = socket.socketpair()
@@ -146,8 +148,7 @@ class ConsumerConnection:
             self._close_socket()
             if was_connected:
                 delay = self.reconnect_min_s
-                if self.on_disconnect is not None:
-                    self.on_disconnect(reason)
+                self._call(self.on_disconnect, reason)
             if self._stopping.wait(delay):
                 break
             delay = min(delay * 2, self.reconnect_max_s)
@@ -251,7 +252,8 @@ class ConsumerConnection:
                     return chunks  # handle what came before the close; the next read sees it again
                 raise ConnectionLostError("the broker closed the connection")
             chunks.append(chunk)
-            if not (isinstance(sock, ssl.SSLSocket) and sock.pending()) and len(chunk) < READ_SIZE:
+            more = sock.pending() if isinstance(sock, ssl.SSLSocket) else len(chunk) == READ_SIZE
+            if not more or len(chunks) >= MAX_READS:
                 return chunks
 
     def _handle(self, data: bytes) -> tuple[bytes, int]:
@@ -273,9 +275,10 @@ class ConsumerConnection:
                     logger.warning("server event=mqtt_message_dropped reason=topic_not_utf8 topic=%r", topic[:200])
                     if packet_id is not None:
                         self.ack(packet_id)
-                    if self.on_bad_topic is not None:
-                        self.on_bad_topic(topic)
+                    self._call(self.on_bad_topic, topic)
                     continue
+                if first_byte & 0x08:
+                    self.redelivered += 1
                 if on_message is None:
                     if packet_id is not None:
                         self.ack(packet_id)
@@ -287,6 +290,16 @@ class ConsumerConnection:
             else:
                 self._control(first_byte, body)
         return bytes(data[used:]) if used < len(data) else b"", needed
+
+    @staticmethod
+    def _call(callback: Callable[..., None] | None, *args: object) -> None:
+        if callback is None:
+            return
+        try:
+            callback(*args)
+        except Exception:  # a callback bug must not take the connection down
+            logger.exception("server event=mqtt_consumer_callback_failed callback=%s",
+                             getattr(callback, "__name__", callback))
 
     def _control(self, first_byte: int, body: memoryview) -> None:
         kind = first_byte & 0xF0
@@ -311,8 +324,7 @@ class ConsumerConnection:
                 if refused:
                     logger.error("server event=mqtt_subscribe_refused topics=%s", ",".join(refused))
                 self._connected.set()
-                if self.on_connect is not None:
-                    self.on_connect()
+                self._call(self.on_connect)
         elif kind == packets.UNSUBACK:
             done = self._unsubscribes.get(packets.packet_id_of(body))
             if done is not None:

@@ -92,6 +92,7 @@ def test_unacked_messages_are_redelivered_after_a_reconnect(mosquitto: Mosquitto
     consumer.connection.stop()
     again = Consumer(address, "consumer-unacked", ["unacked/#"], clean_session=False)
     assert [topic for topic, _payload, _id in again.until("unacked/4")] == [f"unacked/{i}" for i in range(1, 5)]
+    assert again.connection.redelivered == 4  # resent with the DUP flag
     again.connection.stop()
 
 
