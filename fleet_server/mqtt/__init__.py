@@ -1,1 +1,1 @@
-"""MQTT: the bridge to devices (paho-mqtt) and the optional embedded broker (amqtt)."""
+"""MQTT: the bridge to devices (its own 3.1.1 consumer, paho for directives) and the embedded broker (amqtt)."""

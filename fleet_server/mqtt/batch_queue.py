@@ -1,6 +1,6 @@
-"""The bounded hand-off between paho's network thread and a writer thread that stores messages in batches.
+"""The bounded hand-off between the MQTT consumer's I/O thread and a writer thread that stores messages in batches.
 
-paho's thread puts each message (with its acknowledgement) and blocks while the
+The I/O thread puts each message (with its acknowledgement) and blocks while the
 queue is full, which stops reading from the socket and lets the broker hold the
 backlog. The writer takes what is queued, up to a batch, without waiting for
 more: under load batches grow by themselves, when idle a message is stored at
@@ -20,7 +20,7 @@ class BatchQueue(Generic[T]):
         self._queue: queue.Queue[T | None] = queue.Queue(max_pending)
 
     def put(self, item: T) -> None:
-        """Queue one item (paho's network thread); blocks while the queue is full."""
+        """Queue one item (the consumer's I/O thread); blocks while the queue is full."""
         self._queue.put(item)
 
     def close(self, timeout: float) -> None:

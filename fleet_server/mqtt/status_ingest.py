@@ -1,7 +1,7 @@
 """Device ``status`` and ``presence`` reports behind the MQTT bridge: stored in batches by a
 writer thread, each message acknowledged only after the transaction that stored it committed.
 
-paho's network thread validates a report and queues it (``BatchQueue``, in
+The consumer connection's I/O thread validates a report and queues it (``BatchQueue``, in
 arrival order); the writer takes what is queued, up to ``batch_size``, and
 stores it in one write transaction (``ingest_batch``), in arrival order, so a
 device's reports keep their order and every sequence/duplicate check sees the
@@ -71,7 +71,7 @@ class StatusWriter:
         return self._queue.wait_idle(timeout)
 
     def submit(self, report: Report, ack: Callable[[], None]) -> None:
-        """Queue one validated report (paho's network thread); blocks while the queue is full."""
+        """Queue one validated report (the consumer connection's I/O thread); blocks while the queue is full."""
         self._queue.put(_Queued(report, ack))
 
     @property

@@ -1,7 +1,7 @@
 """Telemetry ingest behind the MQTT bridge: a bounded queue and a writer thread that stores
 windows in batches and acknowledges each message only after its batch committed.
 
-paho's network thread only enqueues (topic device id, payload, ack) in a
+The consumer connection's I/O thread only enqueues (topic device id, payload, ack) in a
 ``BatchQueue`` (blocking while it is full, so the broker holds the backlog).
 The writer takes what is queued (up to ``batch_size``) and has it decoded and validated (``telemetry_decode``), in
 ``decode_workers`` worker processes when there are any: decoding is most of the
@@ -71,7 +71,7 @@ class TelemetryIngestor:
         self._reset_pool()
 
     def submit(self, device_id: str, payload: bytes, ack: Callable[[], None]) -> None:
-        """Queue one telemetry message (paho's network thread); blocks while the queue is full."""
+        """Queue one telemetry message (the consumer connection's I/O thread); blocks while the queue is full."""
         self._queue.put(_Message(device_id, payload, ack))
 
     @property
