@@ -1,13 +1,13 @@
 """Decode, validate and turn into rows one batch of telemetry messages: the CPU-heavy half of
 ingest, a pure function so it can run in a worker process.
 
-Every message is inflated and parsed strictly (``TelemetryWindow.decode``) and must
-name the device of its topic; what fails is listed as dropped with the reason
-(the counter's name) and a detail for the log, never raised. What passes becomes a
-``RowBatch`` for the store's dialect. Nothing here touches the database, the
-broker or logging, so a worker needs no set-up and returns only plain data;
-``exit_with_parent`` makes a worker end when the server that started it dies
-(a killed server would otherwise leave it waiting for work forever).
+Every message is inflated and parsed strictly (``TelemetryWindow.decode``: spec version 2,
+binary, from current agents; version 1, JSON, from older ones) and must name the device of
+its topic; what fails is listed as dropped with the reason (the counter's name) and a detail
+for the log, never raised. What passes becomes a ``RowBatch`` for the store's dialect.
+Nothing here touches the database, the broker or logging, so a worker needs no set-up and
+returns only plain data; ``exit_with_parent`` makes a worker end when the server that
+started it dies (a killed server would otherwise leave it waiting for work forever).
 """
 
 import os

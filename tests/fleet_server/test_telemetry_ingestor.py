@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import Engine, func, select
 from sqlmodel import Session
 
+from agent.protocol.telemetry_wire import V2_PREFIX, encode_v1
 from fleet_server.models.device import Device
 from fleet_server.models.telemetry import TelemetryWindowRecord
 from fleet_server.mqtt.telemetry_decode import decode_batch
@@ -105,11 +106,15 @@ def test_a_killed_decode_worker_is_replaced_and_its_batch_still_stored(engine: E
 
 
 def test_decode_batch_lists_what_it_drops_with_the_reason() -> None:
-    window = make_window(DEVICE, 1, time.time() - 60)
-    decoded = decode_batch([(DEVICE, window.encode()), (DEVICE, b"\x00"), ("other", window.encode())], sqlite=True)
-    assert decoded.kept == [0] and len(decoded.rows) == 1 and decoded.rows.device_ids == [DEVICE]
+    window, older = make_window(DEVICE, 2, time.time() - 60), make_window(DEVICE, 1, time.time() - 120)
+    payload = window.encode()  # spec version 2; an agent that is not updated yet sends version 1
+    decoded = decode_batch([(DEVICE, payload), (DEVICE, b"\x00"), ("other", payload), (DEVICE, payload[:-4]),
+                            (DEVICE, V2_PREFIX + zlib.compress(b"\x00" * 40)), (DEVICE, encode_v1(older))],
+                           sqlite=True)
+    assert decoded.kept == [0, 5] and len(decoded.rows) == 2 and decoded.rows.device_ids == [DEVICE, DEVICE]
     assert [(d.index, d.reason) for d in decoded.dropped] == [(1, "telemetry_malformed"),
-                                                             (2, "telemetry_device_mismatch")]
+                                                             (2, "telemetry_device_mismatch"),
+                                                             (3, "telemetry_malformed"), (4, "telemetry_malformed")]
 
 
 WORKER_OF_A_DOOMED_SERVER = """
