@@ -14,8 +14,9 @@ zlib-compressed body, all integers and floats little-endian:
 - with features: the profile sha256 as 32 raw bytes, then the number of bins
   of each feature (uint16);
 - the prediction labels (float64);
-- ONE array of uint32 counts: latency, every feature's bins, the features'
-  NaN counts, prediction counts, confidence (so counts are never negative);
+- ONE array of counts: latency, every feature's bins, the features' NaN
+  counts, prediction counts, confidence; uint32, or uint16 with ``FLAG_NARROW``
+  when every count fits (half the bytes to inflate); unsigned, so never negative;
 - the shadow summary as canonical JSON (rare, so no binary layout of its own).
 
 Decoding checks each length against the bytes present (no trailing bytes) and
@@ -26,7 +27,6 @@ then the same value rules as version 1 (``telemetry_rules``), raising
 import json
 import struct
 import zlib
-from itertools import accumulate
 from typing import Any
 
 from agent.protocol.canonical import canonical_bytes
@@ -59,8 +59,9 @@ from agent.protocol.topics import validate_device_id
 MAGIC = b"EFT"
 V2_PREFIX = MAGIC + b"\x02"
 FLAG_MODEL, FLAG_FEATURES, FLAG_PREDICTIONS, FLAG_VALUES, FLAG_CONFIDENCE, FLAG_SHADOW = 1, 2, 4, 8, 16, 32
-FLAG_CPU, FLAG_RSS, FLAG_TEMPERATURE, FLAG_DISK = 64, 128, 256, 512
-_KNOWN_FLAGS = 1023
+FLAG_CPU, FLAG_RSS, FLAG_TEMPERATURE, FLAG_DISK, FLAG_NARROW = 64, 128, 256, 512, 1024
+_KNOWN_FLAGS = 2047
+_NARROW_MAX = 0xFFFF
 # flags, len(device id), len(model name), features, latency bins, labels, prediction counts, confidence
 # bins, len(shadow); seq, start, end, requests, errors, evicted, schema violations, out of range, nan,
 # cpu percent, rss bytes, temperature, disk free bytes, model version.
@@ -117,7 +118,9 @@ def _body(w: TelemetryWindow) -> bytes:
         parts.append(struct.pack(f"<{len(labels)}d", *labels))
         counts += predictions.counts
         counts += confidence
-    parts.append(struct.pack(f"<{len(counts)}I", *counts))
+    narrow = not counts or max(counts) <= _NARROW_MAX
+    flags |= FLAG_NARROW if narrow else 0
+    parts.append(struct.pack(f"<{len(counts)}{'H' if narrow else 'I'}", *counts))
     shadow = canonical_bytes(w.shadow.to_dict()) if w.shadow else b""
     parts.append(shadow)
     cpu, rss, temperature, disk = system.cpu_percent, system.rss_bytes, system.temperature_c, system.disk_free_bytes
@@ -193,22 +196,25 @@ def decode_body(body: bytes) -> TelemetryWindow:  # noqa: C901 - one flat pass o
         raise MalformedDocumentError("telemetry v2 without predictions carries prediction data")
     if not flags & FLAG_CONFIDENCE and n_confidence:
         raise MalformedDocumentError("telemetry v2 carries confidence counts without its flag")
-    ends = list(accumulate(bins, initial=n_latency))
-    total = ends[-1] + n_features + n_counts + n_confidence
-    if len(body) != offset + 4 * total + n_shadow:
-        raise MalformedDocumentError(_TRUNCATED if len(body) < offset + 4 * total + n_shadow
+    binned = n_latency + sum(bins)
+    total = binned + n_features + n_counts + n_confidence
+    width, code = (2, "H") if flags & FLAG_NARROW else (4, "I")
+    if len(body) != offset + width * total + n_shadow:
+        raise MalformedDocumentError(_TRUNCATED if len(body) < offset + width * total + n_shadow
                                      else "telemetry v2 body is followed by extra bytes")
-    counts = struct.unpack_from(f"<{total}I", body, offset)
+    counts = struct.unpack_from(f"<{total}{code}", body, offset)
     latency = counts[:n_latency]
     check_totals(requests, errors, latency)
     features = None
     if has_features:
-        last = ends[-1]
-        features = FeatureCounts(sha, tuple(map(counts.__getitem__, map(slice, ends, ends[1:]))),
-                                 counts[last:last + n_features])
+        rows, first = [], n_latency
+        for size in bins:  # a plain loop: 2x faster than slicing through map or a comprehension here
+            rows.append(counts[first:first + size])
+            first += size
+        features = FeatureCounts(sha, tuple(rows), counts[binned:binned + n_features])
     predictions = None
     if has_predictions:
-        first = ends[-1] + n_features
+        first = binned + n_features
         predictions = PredictionCounts(kind, labels, counts[first:first + n_counts],
                                        counts[first + n_counts:] if flags & FLAG_CONFIDENCE else None)
     shadow = None

@@ -22,7 +22,7 @@ from agent.protocol.telemetry import (
     SystemMetrics,
     TelemetryWindow,
 )
-from agent.protocol.telemetry_wire import _HEADER, FLAG_MODEL, V2_PREFIX, encode_v1, inflate
+from agent.protocol.telemetry_wire import _HEADER, FLAG_MODEL, FLAG_NARROW, V2_PREFIX, encode_v1, inflate
 from tests.agent.protocol.test_telemetry import window
 
 HEADER_FIELDS = ("flags", "n_device", "n_name", "n_features", "n_latency", "n_labels", "n_counts", "n_confidence",
@@ -207,3 +207,10 @@ def test_random_version_2_bodies_raise_only_malformed_document_errors(data: byte
             TelemetryWindow.decode(v2(body))
         except MalformedDocumentError:
             pass
+
+
+def test_counts_take_two_bytes_while_they_fit_and_four_beyond() -> None:
+    narrow, wide = body_of(make()), body_of(make(requests=70_000, latency_ms=(70_000,) + (0,) * 64))
+    assert _HEADER.unpack_from(narrow)[0] & FLAG_NARROW and not _HEADER.unpack_from(wide)[0] & FLAG_NARROW
+    assert len(wide) - len(narrow) == 2 * (65 + 20 * 12 + 20 + 10 + 12)
+    assert TelemetryWindow.decode(v2(wide)).latency_ms[0] == 70_000
