@@ -3,7 +3,8 @@ subscriber, and CPU accounting of process trees.
 
 Windows are encoded once (20 features, realistic counts) and written to a file;
 each publisher process reads its slice and publishes it with QoS 1 the way
-devices do, without paho's network thread (``publish`` writes to the socket at
+devices do (telemetry spec version 2, or version 1 with ``EDGEFLEET_BENCH_TELEMETRY_WIRE=1``: the
+reference run for the wire format), without paho's network thread (``publish`` writes to the socket at
 once, ``loop`` reads the PUBACKs), and waits for every PUBACK.
 """
 
@@ -22,9 +23,11 @@ import paho.mqtt.client as mqtt
 from agent.binning import bin_counts, build_profile
 from agent.protocol.profile import ReferenceProfile
 from agent.protocol.telemetry import LATENCY_EDGES_MS, FeatureCounts, ModelRef, PredictionCounts, TelemetryWindow
+from agent.protocol.telemetry_wire import encode_v1
 from agent.protocol.topics import TopicKind, device_topic
 
 FEATURES = 20
+WIRE_VERSION = int(os.environ.get("EDGEFLEET_BENCH_TELEMETRY_WIRE", "2"))
 PUBLISHER_INFLIGHT = 1000
 TELEMETRY_SUBSCRIPTION = "edgefleet/v1/+/telemetry"
 
@@ -60,7 +63,8 @@ def encoded_windows(count: int, devices: int, first_seq: int = 1) -> list[tuple[
         features, latencies, predictions = templates[index % len(templates)]
         window = TelemetryWindow(device, seq, base + seq * 60.0, base + seq * 60.0 + 60.0, ModelRef("bench", 1),
                                  600, 0, latencies, features, predictions)
-        payloads.append((device_topic(device, TopicKind.TELEMETRY), window.encode()))
+        payloads.append((device_topic(device, TopicKind.TELEMETRY),
+                         encode_v1(window) if WIRE_VERSION == 1 else window.encode()))
     return payloads
 
 
