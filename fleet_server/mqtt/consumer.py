@@ -192,8 +192,7 @@ class ConsumerConnection:
         selector = selectors.DefaultSelector()
         selector.register(self._wake_r, selectors.EVENT_READ)
         selector.register(sock, selectors.EVENT_READ)
-        pending: list[bytes] = []  # received bytes not yet cut into packets
-        pending_bytes, needed = 0, 1
+        received = packets.PacketBuffer(self.max_packet_bytes)
         sending = b""
         last_sent = last_received = time.monotonic()
         ping_after, silent_limit = self.keepalive / 2, self.keepalive * 1.5
@@ -230,12 +229,12 @@ class ConsumerConnection:
                     elif mask & selectors.EVENT_READ:
                         chunks = self._receive(sock)
                         last_received = time.monotonic()
-                        pending.extend(chunks)
-                        pending_bytes += sum(len(chunk) for chunk in chunks)
-                        if pending_bytes >= needed:
-                            data = pending[0] if len(pending) == 1 else b"".join(pending)
-                            rest, needed = self._handle(data)
-                            pending, pending_bytes = ([rest], len(rest)) if rest else ([], 0)
+                        try:
+                            self._handle(received.feed(chunks))
+                        except packets.PacketTooLargeError as exc:
+                            logger.error("server event=mqtt_consumer_packet_too_large url=%s error=%s",
+                                         self.address.url, exc)
+                            raise
         finally:
             selector.close()
 
@@ -256,13 +255,8 @@ class ConsumerConnection:
             if not more or len(chunks) >= MAX_READS:
                 return chunks
 
-    def _handle(self, data: bytes) -> tuple[bytes, int]:
-        """Handle every complete packet in ``data``; the incomplete rest and the bytes it needs."""
-        try:
-            found, used, needed = packets.split_packets(data, self.max_packet_bytes)
-        except packets.PacketTooLargeError as exc:
-            logger.error("server event=mqtt_consumer_packet_too_large url=%s error=%s", self.address.url, exc)
-            raise
+    def _handle(self, found: list[tuple[int, memoryview]]) -> None:
+        """Handle received packets: deliver PUBLISH, answer the control packets."""
         on_message = self.on_message
         for first_byte, body in found:
             if first_byte & 0xF0 == packets.PUBLISH:
@@ -289,7 +283,6 @@ class ConsumerConnection:
                     logger.exception("server event=mqtt_consumer_callback_failed topic=%s", topic_text[:200])
             else:
                 self._control(first_byte, body)
-        return bytes(data[used:]) if used < len(data) else b"", needed
 
     @staticmethod
     def _call(callback: Callable[..., None] | None, *args: object) -> None:

@@ -120,6 +120,29 @@ def split_packets(data: bytes, max_remaining: int) -> tuple[list[tuple[int, memo
     return packets, pos, 0
 
 
+class PacketBuffer:
+    """Received bytes not yet cut into packets. Chunks of a large packet are kept in a list and joined
+    once it is complete, not copied on every read."""
+
+    def __init__(self, max_remaining: int) -> None:
+        self.max_remaining = max_remaining
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._needed = 1
+
+    def feed(self, chunks: list[bytes]) -> list[tuple[int, memoryview]]:
+        """Add ``chunks``; every packet now complete, as (first byte, body)."""
+        self._chunks.extend(chunks)
+        self._size += sum(len(chunk) for chunk in chunks)
+        if self._size < self._needed:
+            return []
+        data = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
+        found, used, self._needed = split_packets(data, self.max_remaining)
+        rest = data[used:] if used < len(data) else b""
+        self._chunks, self._size = ([rest], len(rest)) if rest else ([], 0)
+        return found
+
+
 def decode_publish(first_byte: int, body: memoryview) -> tuple[bytes, int | None, bytes]:
     """(topic bytes, packet id or None for QoS 0, payload) of a PUBLISH body."""
     if len(body) < 2:

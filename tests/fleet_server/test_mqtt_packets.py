@@ -99,3 +99,16 @@ def test_encoders_match_the_protocol() -> None:
     assert packets.connect_packet("c", True, 60)[9] == 0x02  # clean session, no credentials
     assert packets.subscribe_packet(1, [("a/#", 1)]) == b"\x82\x08\x00\x01\x00\x03a/#\x01"
     assert packets.unsubscribe_packet(2, ["a/#"]) == b"\xa2\x07\x00\x02\x00\x03a/#"
+
+
+def test_the_buffer_reassembles_packets_from_any_chunking() -> None:
+    big = publish("big", b"b" * 300_000)
+    stream = publish("a", b"1") + big + publish("c", b"3", packet_id=None)
+    for size in (1, 7, 65_536, len(stream)):
+        buffer = packets.PacketBuffer(LIMIT)
+        found = []
+        for start in range(0, len(stream), size):
+            found += [packets.decode_publish(first, body) for first, body in buffer.feed([stream[start:start + size]])]
+        assert found == [(b"a", 7, b"1"), (b"big", 7, b"b" * 300_000), (b"c", None, b"3")], f"chunks of {size}"
+    with pytest.raises(PacketTooLargeError):
+        packets.PacketBuffer(1000).feed([big[:10]])
