@@ -13,7 +13,7 @@ Windows carry ``(device_id, start, seq)``; ``seq`` increases by one per window
 and device, so the server deduplicates redeliveries and sees gaps.
 
 On the wire (``agent.protocol.telemetry_wire``) ``encode`` writes spec version 2:
-``b"EFT\\x02"`` and a zlib-compressed binary body, about 5x cheaper to decode than
+``b"EFT\\x02"`` and a zlib-compressed binary body, about 4x cheaper to decode than
 version 1, which was the zlib-compressed canonical JSON of ``to_dict`` (first
 byte 0x78). ``decode`` takes both (old agents, and windows already queued on
 devices), caps the compressed and the inflated size and parses strictly: both
