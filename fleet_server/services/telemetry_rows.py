@@ -4,7 +4,8 @@ Row building was about half of the writer's time per window: SQLAlchemy's
 per-row bind processing, one ``json.dumps`` (and its encoder set-up) per JSON
 column, ``strftime`` per timestamp, the latency quantiles in a Python loop. Here
 a batch becomes a list of plain tuples in ``COLUMNS`` order: JSON columns
-as compact text from one shared encoder, timestamps as the dialect stores them
+as compact text (the count columns through one cached ``%d`` format per shape,
+twice as fast as the JSON encoder; the rest from one shared encoder), timestamps as the dialect stores them
 (SQLAlchemy's SQLite text form, or aware datetimes for PostgreSQL), the
 received-at time formatted once per batch, and the latency quantiles' bins
 found for the whole batch at once with numpy (the interpolation within the bin
@@ -15,6 +16,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -32,6 +34,30 @@ TimeFormat = Callable[[float], Any]
 _json = json.JSONEncoder(separators=(",", ":")).encode  # tuples encode as lists
 _EDGES = LATENCY_EDGES_MS
 _LAST_INNER_BIN = len(_EDGES) - 1
+_MAX_FORMATS = 256
+_list_formats: dict[int, str] = {}
+_nested_formats: dict[tuple[int, ...], str] = {}
+
+
+def json_counts(counts: Sequence[int]) -> str:
+    """``_json(counts)`` for a sequence of ints (decoded windows hold nothing else), without the encoder."""
+    text = _list_formats.get(len(counts))
+    if text is None:
+        if len(_list_formats) >= _MAX_FORMATS:
+            _list_formats.clear()
+        text = _list_formats[len(counts)] = "[" + ",".join(["%d"] * len(counts)) + "]"
+    return text % tuple(counts)
+
+
+def json_count_rows(rows: Sequence[Sequence[int]]) -> str:
+    """``_json(rows)`` for rows of ints, through one format per shape (a profile's, so it repeats)."""
+    shape = tuple(map(len, rows))
+    text = _nested_formats.get(shape)
+    if text is None:
+        if len(_nested_formats) >= _MAX_FORMATS:
+            _nested_formats.clear()
+        text = _nested_formats[shape] = "[" + ",".join("[" + ",".join(["%d"] * n) + "]" for n in shape) + "]"
+    return text % tuple(chain.from_iterable(rows))
 
 
 def sqlite_time(seconds: float) -> str:
@@ -88,10 +114,10 @@ def window_rows(windows: Sequence[TelemetryWindow], received_at: float,
         rows.append((
             window.device_id, time_format(window.start), window.seq, time_format(window.end), received,
             model.name if model else None, model.version if model else None, window.requests, window.errors,
-            *quantiles, _json(window.latency_ms),
+            *quantiles, json_counts(window.latency_ms),
             features.profile_sha256 if features else None,
-            _json(features.counts) if features else None,
-            _json(features.missing) if features else None,
+            json_count_rows(features.counts) if features else None,
+            json_counts(features.missing) if features else None,
             _json(predictions.to_dict()) if predictions else None,
             quality.schema_violations, quality.out_of_range, quality.nan,
             system.cpu_percent, system.rss_bytes, system.temperature_c, system.disk_free_bytes, window.evicted,

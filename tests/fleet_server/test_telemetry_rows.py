@@ -1,6 +1,7 @@
 """Batch row building for telemetry ingest: the same values the ORM reads back as the windows carried,
 quantiles identical to ``histogram_quantiles``, duplicates and unknown devices counted, on both backends."""
 
+import json
 import random
 import time
 
@@ -11,7 +12,7 @@ from agent.protocol.telemetry import LATENCY_EDGES_MS, ModelRef, ShadowSummary, 
 from fleet_server.core.types import from_unix
 from fleet_server.models.device import Device
 from fleet_server.models.telemetry import TelemetryWindowRecord
-from fleet_server.services.telemetry_rows import QUANTILES, latency_quantiles, sqlite_time
+from fleet_server.services.telemetry_rows import QUANTILES, json_count_rows, json_counts, latency_quantiles, sqlite_time
 from fleet_server.services.telemetry_store import TelemetryStore
 from tests.fleet_server.telemetry_helpers import make_profile, make_window
 
@@ -30,6 +31,16 @@ def test_batch_quantiles_equal_the_per_window_ones() -> None:
     assert latency_quantiles([(1, 2), (0, 0, 3)]) == [histogram_quantiles((1, 2), QUANTILES),
                                                       histogram_quantiles((0, 0, 3), QUANTILES)]
     assert latency_quantiles([]) == []
+
+
+def test_count_columns_are_the_json_encoders_text() -> None:
+    rng = random.Random(3)
+    for _ in range(300):  # more shapes than the format caches hold
+        rows = tuple(tuple(rng.choice([0, 1, 59, 2**32 - 1, 2**53 - 1]) for _ in range(rng.randint(1, 14)))
+                     for _ in range(rng.randint(1, 30)))
+        assert json_count_rows(rows) == json.dumps(rows, separators=(",", ":"))
+        assert json_counts(rows[0]) == json.dumps(rows[0], separators=(",", ":"))
+    assert json_counts(()) == "[]"
 
 
 def test_sqlite_time_is_sqlalchemys_text_form() -> None:
