@@ -1,8 +1,9 @@
 """Store telemetry windows in batches: one transaction per batch, duplicates skipped by the database.
 
-Rows (built by ``telemetry_rows``) are inserted with the driver's ``executemany`` and
-``INSERT .. ON CONFLICT DO NOTHING`` on the primary key (device_id, window_start, seq),
-so a redelivered window is stored once even when two server replicas receive it. Windows from devices that are not
+Rows (built by ``telemetry_rows``) are inserted with ``INSERT .. ON CONFLICT DO NOTHING`` on the
+primary key (device_id, window_start, seq), so a redelivered window is stored once even when two
+server replicas receive it: on SQLite through the driver's ``executemany``, on PostgreSQL copied
+into a temporary table first (``telemetry_copy``). Windows from devices that are not
 enrolled are dropped. The reference profile a window was binned on is copied
 from the artifact store into the database the first time it is seen.
 """
@@ -23,6 +24,7 @@ from fleet_server.models.device import Device
 from fleet_server.models.pki import DeviceRevocation
 from fleet_server.models.telemetry import ReferenceProfileRecord, TelemetryWindowRecord
 from fleet_server.services.artifact_store import ArtifactStore
+from fleet_server.services.telemetry_copy import copy_rows
 from fleet_server.services.telemetry_rows import COLUMNS, RowBatch, row_batch
 
 logger = logging.getLogger(__name__)
@@ -53,9 +55,11 @@ def _insert(connection: Connection, table: Any, index_elements: list[str]) -> An
 
 
 def _insert_rows(connection: Connection, rows: list[tuple[Any, ...]]) -> int:
-    """Insert through the driver's ``executemany`` (SQLAlchemy's per-row bind processing was most of the
-    cost of a batch); return how many rows were new. Both drivers count only the rows the conflict
-    clause let in (psycopg sums the counts of an ``executemany``, which it pipelines)."""
+    """Insert through the driver (SQLAlchemy's per-row bind processing was most of the cost of a batch):
+    psycopg 3's binary ``COPY``, or the driver's ``executemany`` (SQLite, other PostgreSQL drivers);
+    return how many rows were new (the conflict clause's count)."""
+    if connection.dialect.name == "postgresql" and connection.dialect.driver == "psycopg":
+        return copy_rows(connection, rows, COLUMNS, KEY)
     statement = SQLITE_INSERT if connection.dialect.name == "sqlite" else POSTGRES_INSERT
     return int(connection.exec_driver_sql(statement, rows).rowcount)
 
