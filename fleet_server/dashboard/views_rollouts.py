@@ -1,6 +1,7 @@
 """Staged rollouts: the list, a new-rollout form, and one rollout with live
-per-phase progress, its devices, cohorts and the abort reason, plus the
-start/pause/resume/abort/rollback buttons (operator role, CSRF-checked)."""
+per-phase progress, its devices, A/B cohorts or shadow comparison and the abort
+reason, plus the start/pause/resume/abort/rollback and shadow promote/drop
+buttons (operator role, CSRF-checked)."""
 
 from typing import Annotated
 
@@ -12,11 +13,11 @@ from sqlmodel import Session, func, select
 from fleet_server.api.deps import RuntimeDep, SessionDep
 from fleet_server.dashboard.auth import UiOperatorDep, UiUserDep, check_csrf
 from fleet_server.dashboard.charts import Bar, stacked_bar
-from fleet_server.dashboard.forms import DEFAULT_PHASES, RolloutForm, rollout_request
+from fleet_server.dashboard.forms import DEFAULT_PHASES, RolloutForm, parse_phases, rollout_request
 from fleet_server.dashboard.pagination import DEFAULT_PAGE_SIZE, Pager, clamp_page
 from fleet_server.dashboard.templating import render, state_class
 from fleet_server.models.rollout import Rollout
-from fleet_server.models.rollout_api import RolloutPublic
+from fleet_server.models.rollout_api import PromoteRequest, RolloutPublic
 from fleet_server.rollouts import reports, service, views
 from fleet_server.rollouts.policy import Operation, operation_result
 from fleet_server.rollouts.states import RolloutState
@@ -109,7 +110,9 @@ def _detail_context(session: Session, rollout_id: int, device_page: int) -> dict
     return {"rollout": rollout, "final": is_final(rollout), "chart": status_bar(rollout.devices),
             "phase_bars": phase_bars, "operations": allowed_operations(rollout.state),
             "devices": rollout.device_details[pager.offset:pager.offset + size], "device_pager": pager,
-            "cohorts": reports.cohorts(session, rollout_id) if rollout.release_b is not None else []}
+            "cohorts": reports.cohorts(session, rollout_id) if rollout.release_b is not None else [],
+            "shadow": reports.shadow(session, rollout_id) if rollout.action == "shadow" else None,
+            "default_phases": DEFAULT_PHASES}
 
 
 @router.get("/rollouts/{rollout_id}", response_class=HTMLResponse)
@@ -123,6 +126,38 @@ def rollout_progress(request: Request, rollout_id: int, session: SessionDep, use
                      page: Annotated[int, Query(ge=1)] = 1) -> HTMLResponse:
     """The live part of the rollout page (polled until the rollout reached a final state)."""
     return render(request, "_rollout_progress.html", user, **_detail_context(session, rollout_id, page))
+
+
+@router.post("/rollouts/{rollout_id}/shadow/promote")
+async def shadow_promote(request: Request, rollout_id: int, runtime: RuntimeDep, session: SessionDep,
+                         user: UiOperatorDep, csrf_token: Annotated[str, Form(max_length=256)] = "",
+                         phases: Annotated[str, Form(max_length=400)] = DEFAULT_PHASES,
+                         bake_s: Annotated[float, Form(ge=0, le=7 * 24 * 3600)] = 60.0) -> Response:
+    """Install the shadow candidate for real on the devices that ran it (``POST .../promote``)."""
+    check_csrf(request, user, csrf_token)
+    body = PromoteRequest(phases=parse_phases(phases, bake_s, RolloutForm.success_threshold))
+
+    def promote() -> int:
+        promoted = service.promote_shadow(session, rollout_id, body, user.actor)
+        _wake(runtime)
+        assert promoted.id is not None
+        return promoted.id
+
+    return RedirectResponse(f"/ui/rollouts/{await run_in_threadpool(promote)}", status_code=303)
+
+
+@router.post("/rollouts/{rollout_id}/shadow/drop")
+async def shadow_drop(request: Request, rollout_id: int, runtime: RuntimeDep, session: SessionDep,
+                      user: UiOperatorDep, csrf_token: Annotated[str, Form(max_length=256)] = "") -> Response:
+    """Remove the shadow candidate from every device that runs it (``POST .../drop``)."""
+    check_csrf(request, user, csrf_token)
+
+    def drop() -> None:
+        service.drop_shadow(session, rollout_id, user.actor)
+        _wake(runtime)
+
+    await run_in_threadpool(drop)
+    return RedirectResponse(f"/ui/rollouts/{rollout_id}", status_code=303)
 
 
 @router.post("/rollouts/{rollout_id}/{operation}")

@@ -1,14 +1,21 @@
 """Rollouts in the dashboard: the new-rollout form, the rollout page with its
-phases and devices, and the operation buttons (operator role, CSRF)."""
+phases and devices, the shadow comparison, and the operation, promote and drop
+buttons (operator role, CSRF)."""
 
+import html
 import re
+import time
 from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlmodel import Session
 
+from fleet_server.core.types import utcnow
 from fleet_server.dashboard.forms import RolloutForm, RolloutFormError, parse_phases, rollout_request
+from fleet_server.models.telemetry import TelemetryWindowRecord
 from tests.fleet_server.conftest import ADMIN_TOKEN, Api
+from tests.fleet_server.deployment_rows import report_rollout_status
 
 MODEL = "ui-rollout-model"
 
@@ -109,3 +116,77 @@ def test_viewers_see_rollouts_but_cannot_change_them(api: Api, browser: TestClie
     refused = client.post("/ui/rollouts", data={"release": f"{MODEL}:1", "tags": "ro", "csrf_token": csrf})
     assert refused.status_code == 403
     client.close()
+
+
+def wait_for_statuses(api: Api, rollout_id: int, wanted: str, timeout: float = 30.0) -> dict:
+    """The rollout once every device has ``wanted`` status (the app's own controller ticks)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        rollout = api.get(f"/rollouts/{rollout_id}").json()
+        if set(rollout["devices"]) == {wanted}:
+            return rollout
+        assert time.monotonic() < deadline, f"rollout {rollout_id} devices stayed {rollout['devices']}"
+        time.sleep(0.1)
+
+
+def test_shadow_comparison_promote_and_drop_from_the_dashboard(api: Api, browser: TestClient) -> None:
+    ids = ["sh-0", "sh-1"]
+    for device_id in ids:
+        assert api.enroll(device_id, tags=("sh",)).status_code == 201
+    candidate = api.released_model("ui-shadow-candidate")
+    body = {"release": {"name": candidate["name"], "version": candidate["version"]}, "target": {"tags": ["sh"]},
+            "action": "shadow", "phases": [{"share": 1.0, "bake_s": 0}]}
+    created = api.post("/rollouts", json=body)
+    assert created.status_code == 201, created.text
+    shadow_id = created.json()["id"]
+    wait_for_statuses(api, shadow_id, "notified")
+    for device_id in ids:
+        report_rollout_status(api.runtime.engine, device_id, "succeeded", time.time())
+    wait_for_statuses(api, shadow_id, "succeeded")
+    section = {"candidate": {"name": candidate["name"], "version": candidate["version"]}, "compared": 30,
+               "agreement": 0.9, "serving_p50_ms": 2.0, "candidate_p50_ms": 4.0}
+    now = utcnow()
+    with Session(api.runtime.engine) as session:
+        session.add_all([TelemetryWindowRecord(device_id=device_id, window_start=now, seq=1, window_end=now,
+                                               requests=compared, errors=0, shadow={**section, "compared": compared,
+                                                                                    "agreement": agreement})
+                         for device_id, compared, agreement in (("sh-0", 30, 0.9), ("sh-1", 10, 0.5))])
+        session.commit()
+
+    page = browser.get(f"/ui/rollouts/{shadow_id}").text
+    assert 'id="shadow-report"' in page
+    figures = dict(re.findall(r'data-field="(\w+)">([^<]+)<', page))
+    assert figures["devices_running"] == "2" and figures["devices_reporting"] == "2" and figures["compared"] == "40"
+    assert figures["agreement"] == "80.0%" and "4.00 ms" in page
+    assert f'action="/ui/rollouts/{shadow_id}/shadow/promote"' in page
+
+    csrf = csrf_of(browser, f"/ui/rollouts/{shadow_id}")
+    assert browser.post(f"/ui/rollouts/{shadow_id}/shadow/promote", data={"phases": "100%"}).status_code == 403
+    bad = browser.post(f"/ui/rollouts/{shadow_id}/shadow/promote", data={"csrf_token": csrf, "phases": "most"})
+    assert bad.status_code == 422 and "phase 'most'" in html.unescape(bad.text)
+    promoted = browser.post(f"/ui/rollouts/{shadow_id}/shadow/promote",
+                            data={"csrf_token": csrf, "phases": "1, 100%", "bake_s": "0"})
+    assert promoted.status_code == 303
+    promoted_id = int(promoted.headers["location"].rsplit("/", 1)[1])
+    install = api.get(f"/rollouts/{promoted_id}").json()
+    assert install["action"] == "install" and install["source_rollout_id"] == shadow_id and install["phases"] == 2
+    assert sorted(device["device_id"] for device in install["device_details"]) == ids
+    assert f'href="/ui/rollouts/{shadow_id}">#{shadow_id}</a>' in browser.get(f"/ui/rollouts/{promoted_id}").text
+    assert 'id="shadow-report"' not in browser.get(f"/ui/rollouts/{promoted_id}").text
+    refused = browser.post(f"/ui/rollouts/{promoted_id}/shadow/drop", data={"csrf_token": csrf})
+    assert refused.status_code == 409 and "not a shadow rollout" in html.unescape(refused.text)
+
+
+def test_viewers_see_the_shadow_comparison_without_its_buttons(api: Api, browser: TestClient) -> None:
+    assert api.enroll("sh-viewer", tags=("sh-viewer",)).status_code == 201
+    candidate = api.released_model("ui-shadow-viewed")
+    body = {"release": {"name": candidate["name"], "version": candidate["version"]},
+            "target": {"tags": ["sh-viewer"]}, "action": "shadow", "phases": [{"share": 1.0, "bake_s": 0}]}
+    shadow_id = api.post("/rollouts", json=body).json()["id"]
+    token = api.post("/tokens", json={"name": "shadow-viewer", "role": "viewer"}).json()["token"]
+    viewer = TestClient(api.app, follow_redirects=False)
+    assert viewer.post("/ui/login", data={"token": token}).status_code == 303
+    page = viewer.get(f"/ui/rollouts/{shadow_id}").text
+    assert 'id="shadow-report"' in page and "/shadow/promote" not in page and "/shadow/drop" not in page
+    assert 'id="shadow-report"' in browser.get(f"/ui/rollouts/{shadow_id}").text
+    viewer.close()

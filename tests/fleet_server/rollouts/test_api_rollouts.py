@@ -14,16 +14,14 @@ import pytest
 from sqlmodel import Session, select
 
 from agent.protocol.canonical import parse_json
-from agent.protocol.messages import StatusMessage
 from agent.protocol.telemetry import LATENCY_EDGES_MS
 from fleet_server.core.types import utcnow
 from fleet_server.models.deployment import DeploymentTarget
-from fleet_server.models.rollout import RolloutDevice
 from fleet_server.models.telemetry import TelemetryWindowRecord
 from fleet_server.rollouts import lease
 from fleet_server.rollouts.controller import ControllerSettings, RolloutController
-from fleet_server.services import ingest
 from tests.fleet_server.conftest import Api
+from tests.fleet_server.deployment_rows import report_rollout_status
 
 _names = itertools.count(1)
 
@@ -57,15 +55,7 @@ class Fleet:
         return self.api.get("/rollouts", params={"limit": 1}).json()[0]["id"]
 
     def report(self, device_id: str, state: str, reason: str | None = None) -> None:
-        with Session(self.api.runtime.engine) as session:
-            row = session.exec(select(RolloutDevice).where(RolloutDevice.device_id == device_id)
-                               .order_by(RolloutDevice.rollout_id.desc())).first()  # type: ignore[attr-defined]
-            assert row is not None
-            target = session.get(DeploymentTarget, row.target_id)
-            assert target is not None
-            outcome = ingest.record_status(session, StatusMessage(device_id, state, target.sequence, reason=reason,
-                                                                  timestamp=self.now.timestamp()))
-        assert outcome == "recorded"
+        report_rollout_status(self.api.runtime.engine, device_id, state, self.now.timestamp(), reason)
 
     def directives(self, device_id: str) -> list[dict]:
         with Session(self.api.runtime.engine) as session:
