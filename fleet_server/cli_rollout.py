@@ -27,7 +27,7 @@ from fleet_server.cli_context import (
     print_json,
     table,
 )
-from fleet_server.cli_rollout_args import parse_duration, parse_phases, parse_release, parse_target
+from fleet_server.cli_rollout_args import parse_duration, parse_phases, parse_release, parse_start_at, parse_target
 from fleet_server.client import FleetClient
 
 rollout_app = typer.Typer(no_args_is_help=True, help="Staged rollouts with health gates, A/B cohorts and shadows.")
@@ -69,7 +69,8 @@ def phase_table(rollout: dict[str, Any]) -> Table:
 def _summary_line(rollout: dict[str, Any]) -> str:
     counts = ", ".join(f"{count} {status}" for status, count in sorted(rollout["devices"].items()))
     reason = f"; reason: {rollout['reason']}" if rollout.get("reason") else ""
-    return f"devices: {counts or 'none'}{reason}"
+    scheduled = f"; starts at {rollout['start_at']}" if rollout.get("start_at") and rollout["state"] == "draft" else ""
+    return f"devices: {counts or 'none'}{scheduled}{reason}"
 
 
 def render_rollout(rollout: dict[str, Any]) -> None:
@@ -125,6 +126,9 @@ def create(
     backoff: Annotated[str, typer.Option(help="First retry delay (doubles each time)")] = "30s",
     baseline: Annotated[str, typer.Option(help="Pre-rollout telemetry each device is compared with")] = "1h",
     draft: Annotated[bool, typer.Option("--draft", help="Create without starting ('rollout start' later)")] = False,
+    start_at: Annotated[str | None, typer.Option(
+        "--start-at", help="Start at this time (ISO 8601, or +2h from now); a draft until then", show_default=False)]
+    = None,
     name: Annotated[str | None, typer.Option(help="A label", show_default=False)] = None,
     server: ServerOption = None,
     token: TokenOption = None,
@@ -142,8 +146,11 @@ def create(
                          "min_requests": min_requests, "auto_rollback": auto_rollback},
             "rate_limit_per_min": rate_limit, "device_timeout_s": parse_duration(timeout, "--timeout"),
             "max_retries": retries, "retry_backoff_s": parse_duration(backoff, "--backoff"),
-            "baseline_s": parse_duration(baseline, "--baseline"), "start": not draft, "name": name,
+            "baseline_s": parse_duration(baseline, "--baseline"), "start": not draft and start_at is None,
+            "name": name,
         }
+        if start_at is not None:
+            body["start_at"] = parse_start_at(start_at)
         if ab is not None:
             body["release_b"], body["b_share"] = parse_release(ab), b_share
         with connect(server, token) as client:

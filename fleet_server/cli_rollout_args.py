@@ -5,9 +5,12 @@
   inventory narrowing: ``arch:aarch64``, ``runtime:tflite``, ``min-ram:1024``, ``max-ram:4096``.
 - ``--phases 10%,50%,100%`` (shares) or ``--phases 1,10,100%`` (counts and shares), cumulative.
 - Durations: ``90`` (seconds), ``90s``, ``10m``, ``1h``, ``2d``.
+- ``--start-at``: ISO 8601 (``2026-12-01T02:00+01:00``; without an offset, this machine's time zone),
+  or ``+DURATION`` from now (``+2h``).
 """
 
 import re
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fleet_server.cli_context import CliUsageError
@@ -15,6 +18,22 @@ from fleet_server.cli_context import CliUsageError
 DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd]?)")
 UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 RELEASE = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]*)@(\d+)")
+
+
+def parse_start_at(text: str, now: datetime | None = None) -> str:
+    """``--start-at`` as an aware ISO 8601 timestamp for the API."""
+    text = text.strip()
+    if text.startswith("+"):
+        moment = (now or datetime.now(UTC)) + timedelta(seconds=parse_duration(text[1:], "--start-at"))
+    else:
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            raise CliUsageError(f"--start-at {text!r} is not a time",
+                                hint="use ISO 8601, e.g. 2026-12-01T02:00+01:00, or +2h from now") from None
+        if moment.tzinfo is None:
+            moment = moment.astimezone()  # this machine's time zone
+    return moment.isoformat()
 
 
 def parse_release(text: str) -> dict[str, Any]:

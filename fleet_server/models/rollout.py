@@ -43,6 +43,7 @@ class Rollout(SQLModel, table=True):
     source_rollout_id: int | None = Field(default=None, foreign_key="rollout.id")  # the shadow it promotes
     created_by: str = Field(default="", max_length=128)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    start_at: datetime | None = Field(default=None, sa_type=UTCDateTime)  # a draft the controller starts then
     started_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

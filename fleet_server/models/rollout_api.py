@@ -2,17 +2,19 @@
 make ``edgefleet rollout create MODEL@VERSION --target tag:line-3`` work) and
 what the rollout views return."""
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import AwareDatetime, BaseModel, Field, field_validator, model_validator
 
 from agent.protocol import Runtime
+from fleet_server.core.types import utcnow
 from fleet_server.models.deployment import MAX_TARGET_IDS, ReleaseRefPublic, ReleaseSelector
 from fleet_server.models.device import DeviceIdList, TagList
 
 DAY_S = 24 * 3600.0
 MAX_PHASES = 20
+MAX_SCHEDULE_DAYS = 366
 
 
 class TargetCreate(BaseModel):
@@ -88,6 +90,7 @@ class RolloutCreate(BaseModel):
     baseline_s: float = Field(default=3600.0, ge=0, le=30 * DAY_S)
     name: str | None = Field(default=None, max_length=128)
     start: bool = True  # false: create as a draft, start later
+    start_at: AwareDatetime | None = None  # a draft the controller starts at this time (instead of ``start``)
 
     @model_validator(mode="after")
     def _consistent(self) -> "RolloutCreate":
@@ -97,7 +100,18 @@ class RolloutCreate(BaseModel):
             raise ValueError("phases are cumulative: each share or count must be at least the previous one")
         if self.release_b is not None and self.action != "install":
             raise ValueError("A/B cohorts are for install rollouts")
+        if self.start_at is not None:
+            if "start" in self.model_fields_set and self.start:
+                raise ValueError("start and start_at exclude each other: a scheduled rollout starts at start_at")
+            if self.start_at <= utcnow():
+                raise ValueError(f"start_at {self.start_at.isoformat()} is in the past; start now with start: true")
+            if self.start_at > utcnow() + timedelta(days=MAX_SCHEDULE_DAYS):
+                raise ValueError(f"start_at is more than {MAX_SCHEDULE_DAYS} days ahead")
         return self
+
+    @property
+    def starts_now(self) -> bool:
+        return self.start and self.start_at is None
 
 
 class PromoteRequest(BaseModel):
@@ -150,6 +164,7 @@ class RolloutSummary(BaseModel):
     phases: int
     devices: dict[str, int]  # devices per status
     created_at: datetime
+    start_at: datetime | None  # scheduled start of a draft
     started_at: datetime | None
     finished_at: datetime | None
 

@@ -27,16 +27,19 @@ from sqlmodel import Session, col, select
 
 from fleet_server.core.db import begin_write
 from fleet_server.core.types import utcnow
+from fleet_server.errors import RolloutStateError
 from fleet_server.keyring import Keyring
 from fleet_server.models.rollout import Rollout, RolloutDevice
 from fleet_server.mqtt.directive_publisher import DirectivePublisher
-from fleet_server.rollouts import lease, policy, store
+from fleet_server.rollouts import lease, policy, service, store
 from fleet_server.rollouts.health import HealthSample
+from fleet_server.rollouts.policy import Operation
 from fleet_server.rollouts.states import DeviceStatus, RolloutState
 from fleet_server.services.telemetry_query import health_by_device
 
 logger = logging.getLogger(__name__)
 
+SCHEDULER = "scheduler"  # the actor of scheduled starts in the audit log
 TICKED_STATES = (RolloutState.RUNNING.value, RolloutState.PAUSED.value, RolloutState.ROLLING_BACK.value)
 GATED_STATES = (RolloutState.RUNNING.value, RolloutState.PAUSED.value)
 STRAGGLER_WINDOW = timedelta(days=1)  # finished rollouts still follow late reports this long
@@ -118,11 +121,24 @@ class RolloutController:
             self.leader = leader
         if not leader:
             return False
+        self._start_scheduled(now)
         for rollout_id in self._due(now):
             if self._stop.is_set():
                 break
             self.tick_rollout(rollout_id, now)
         return True
+
+    def _start_scheduled(self, now: datetime) -> None:
+        """Start the drafts whose ``start_at`` has come (as ``rollout start`` would, by "scheduler")."""
+        with Session(self.engine) as session:
+            due = list(session.exec(select(Rollout.id).where(
+                Rollout.state == RolloutState.DRAFT.value, col(Rollout.start_at) <= now).order_by(Rollout.id)))
+        for rollout_id in due:
+            with Session(self.engine, expire_on_commit=False) as session:
+                try:
+                    service.operate(session, rollout_id, Operation.START, SCHEDULER, now=now)
+                except RolloutStateError as exc:  # started, or aborted, by someone else meanwhile
+                    logger.info("server event=rollout_schedule_skipped rollout=%d reason=%s", rollout_id, exc)
 
     def _due(self, now: datetime) -> list[int]:
         """Rollouts in progress, and finished ones still waiting for devices that may report late."""

@@ -5,6 +5,7 @@ controller (``fleet_server.rollouts.controller``) does the rest.
 """
 
 import logging
+from datetime import datetime
 
 from sqlalchemy import insert
 from sqlmodel import Session, col, select
@@ -98,8 +99,9 @@ def _insert_rollout(session: Session, request: RolloutCreate, actor: str, source
         rate_limit_per_min=request.rate_limit_per_min, device_timeout_s=request.device_timeout_s,
         max_retries=request.max_retries, retry_backoff_s=request.retry_backoff_s, baseline_s=request.baseline_s,
         source_rollout_id=source_rollout_id, created_by=actor[:128], created_at=now, updated_at=now,
+        start_at=request.start_at,
     )
-    if request.start:
+    if request.starts_now:
         rollout.state, rollout.started_at = RolloutState.RUNNING.value, now
     session.add(rollout)
     session.flush()
@@ -109,8 +111,8 @@ def _insert_rollout(session: Session, request: RolloutCreate, actor: str, source
         session.add(RolloutPhase(
             rollout_id=rollout.id, index=index, share=phase.share, count=phase.count, bake_s=phase.bake_s,
             success_threshold=phase.success_threshold,
-            state=(PhaseState.ACTIVE if request.start and index == 0 else PhaseState.PENDING).value,
-            started_at=now if request.start and index == 0 else None))
+            state=(PhaseState.ACTIVE if request.starts_now and index == 0 else PhaseState.PENDING).value,
+            started_at=now if request.starts_now and index == 0 else None))
     cohorts = {"a": release_document(release_a)} | ({"b": release_document(release_b)} if release_b else {})
     placements = planning.plan(rollout.id, [device_facts(d) for d in targets], phases, cohorts, rollout.b_share)
     rows = [{"rollout_id": rollout.id, "device_id": placement.device_id, "position": placement.position,
@@ -125,8 +127,8 @@ def _insert_rollout(session: Session, request: RolloutCreate, actor: str, source
     record_audit(session, actor, "rollout.created", {
         "rollout_id": rollout.id, "release": release_a.name, "version": release_a.version,
         "release_b": f"{release_b.name} v{release_b.version}" if release_b else None, "action": request.action,
-        "devices": len(placements), "incompatible": incompatible, "phases": len(phases), "started": request.start,
-        "source_rollout_id": source_rollout_id})
+        "devices": len(placements), "incompatible": incompatible, "phases": len(phases), "started": request.starts_now,
+        "start_at": request.start_at.isoformat() if request.start_at else None, "source_rollout_id": source_rollout_id})
     logger.info("server event=rollout_created rollout=%d release=%s version=%d action=%s devices=%d "
                 "incompatible=%d phases=%d state=%s", rollout.id, release_a.name, release_a.version, request.action,
                 len(placements), incompatible, len(phases), rollout.state)
@@ -134,7 +136,7 @@ def _insert_rollout(session: Session, request: RolloutCreate, actor: str, source
 
 
 def operate(session: Session, rollout_id: int, operation: Operation, actor: str,
-            reason: str | None = None) -> Rollout:
+            reason: str | None = None, now: datetime | None = None) -> Rollout:
     """Start, pause, resume, abort or roll back a rollout (409 when its state does not allow it)."""
     begin_write(session)
     rollout = get_rollout(session, rollout_id, lock=True)
@@ -142,7 +144,7 @@ def operate(session: Session, rollout_id: int, operation: Operation, actor: str,
     target = operation_result(state, operation)
     if target is None:
         raise RolloutStateError(f"cannot {operation.value} rollout {rollout_id}: it is {state.value}")
-    now = utcnow()
+    now = now or utcnow()
     rollout.state, rollout.updated_at = target.value, now
     if operation is Operation.START:
         rollout.started_at = now

@@ -27,7 +27,8 @@ def _summary_fields(session: Session, rollout: Rollout, counts: dict[str, int], 
         "release_b": release_ref(session, rollout.release_b_id), "b_share": rollout.b_share,
         "action": rollout.action, "state": rollout.state, "reason": rollout.reason,
         "current_phase": rollout.current_phase, "phases": phases, "devices": counts,
-        "created_at": rollout.created_at, "started_at": rollout.started_at, "finished_at": rollout.finished_at,
+        "created_at": rollout.created_at, "start_at": rollout.start_at, "started_at": rollout.started_at,
+        "finished_at": rollout.finished_at,
     }
 
 

@@ -6,6 +6,7 @@ import html
 import re
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
 from fastapi.testclient import TestClient
@@ -190,3 +191,14 @@ def test_viewers_see_the_shadow_comparison_without_its_buttons(api: Api, browser
     assert 'id="shadow-report"' in page and "/shadow/promote" not in page and "/shadow/drop" not in page
     assert 'id="shadow-report"' in browser.get(f"/ui/rollouts/{shadow_id}").text
     viewer.close()
+
+
+def test_a_scheduled_rollout_shows_when_it_starts(api: Api, browser: TestClient) -> None:
+    assert api.enroll("sched-0", tags=("sched",)).status_code == 201
+    release = api.released_model("ui-scheduled")
+    start_at = (utcnow() + timedelta(days=30)).replace(microsecond=0)
+    created = api.post("/rollouts", json={"release": {"name": release["name"], "version": release["version"]},
+                                          "target": {"tags": ["sched"]}, "start_at": start_at.isoformat()})
+    assert created.status_code == 201, created.text
+    page = browser.get(f"/ui/rollouts/{created.json()['id']}").text
+    assert 'id="rollout-scheduled"' in page and start_at.strftime("%Y-%m-%d %H:%M:%S UTC") in page

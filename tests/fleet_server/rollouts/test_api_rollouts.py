@@ -348,3 +348,55 @@ def test_only_the_lease_holder_acts_and_an_expired_lease_is_taken_over(api: Api,
     with Session(runtime.engine) as session:
         lease.release(session, "other-replica")
     assert controller.tick(now)
+
+
+def test_a_scheduled_rollout_stays_a_draft_until_its_time_then_the_controller_starts_it(
+        api: Api, controller: RolloutController) -> None:
+    devices = fleet(api, controller, 2)
+    release = api.released_model(f"scheduled-{devices.tag}")
+    start_at = utcnow() + timedelta(hours=2)
+    created = devices.create(release, start_at=start_at.isoformat(), phases=[{"share": 1.0, "bake_s": 0}])
+    assert created["state"] == "draft" and created["started_at"] is None
+    assert abs(datetime.fromisoformat(created["start_at"]) - start_at) < timedelta(milliseconds=1)
+    devices.now = start_at - timedelta(seconds=1)
+    rollout = devices.tick()
+    assert rollout["state"] == "draft" and rollout["devices"] == {"pending": 2}
+    assert all(not devices.directives(device_id) for device_id in devices.ids)
+
+    rollout = devices.tick(2)
+    assert rollout["state"] == "running" and rollout["devices"] == {"notified": 2}
+    assert datetime.fromisoformat(rollout["started_at"]) == devices.now
+    assert {devices.directives(d)[-1]["action"] for d in devices.ids} == {"install"}
+    audit = api.get("/audit", params={"limit": 1000}).json()
+    assert any(entry["actor"] == "scheduler" and entry["action"] == "rollout.start"
+               and entry["details"]["rollout_id"] == created["id"] for entry in audit)
+
+
+def test_a_scheduled_rollout_can_be_started_early_or_cancelled(api: Api, controller: RolloutController) -> None:
+    devices = fleet(api, controller, 2)
+    release = api.released_model(f"early-{devices.tag}")
+    first = devices.create(release, start_at=(utcnow() + timedelta(hours=1)).isoformat())
+    cancelled = api.post(f"/rollouts/{first['id']}/abort").json()
+    assert cancelled["state"] == "aborted" and cancelled["devices"] == {"skipped": 2}
+    devices.now += timedelta(hours=2)
+    devices.tick()
+    assert api.get(f"/rollouts/{first['id']}").json()["state"] == "aborted"  # the scheduler leaves it alone
+
+    second = devices.create(release, start_at=(utcnow() + timedelta(hours=1)).isoformat())
+    assert api.post(f"/rollouts/{second['id']}/start").json()["state"] == "running"
+
+
+def test_bad_schedules_are_refused(api: Api, controller: RolloutController) -> None:
+    devices = fleet(api, controller, 1)
+    release = api.released_model(f"unscheduled-{devices.tag}")
+    body = {"release": {"name": release["name"], "version": release["version"]}, "target": {"tags": [devices.tag]}}
+    soon = (utcnow() + timedelta(hours=1)).isoformat()
+    for start_at, start, message in (
+            ((utcnow() - timedelta(minutes=5)).isoformat(), None, "is in the past"),
+            (soon, True, "start and start_at exclude each other"),
+            ((utcnow() + timedelta(days=400)).isoformat(), None, "days ahead"),
+            ("2026-12-01T02:00:00", None, "timezone")):
+        response = api.post("/rollouts", json={**body, "start_at": start_at,
+                                               **({"start": start} if start is not None else {})})
+        assert response.status_code == 422 and message in response.text, response.text
+    assert api.get("/rollouts", params={"limit": 1}).json()[0]["release"]["name"] != release["name"]

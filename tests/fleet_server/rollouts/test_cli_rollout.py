@@ -2,6 +2,7 @@
 
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -9,7 +10,7 @@ from typer.testing import CliRunner
 
 from fleet_server.cli import app
 from fleet_server.cli_context import CliUsageError
-from fleet_server.cli_rollout_args import parse_duration, parse_phases, parse_release, parse_target
+from fleet_server.cli_rollout_args import parse_duration, parse_phases, parse_release, parse_start_at, parse_target
 from tests.fleet_server.conftest import ADMIN_TOKEN, BOOTSTRAP_TOKEN, build_onnx_model
 from tests.fleet_server.test_cli_operator import LiveServer
 
@@ -93,3 +94,28 @@ def test_usage_errors_exit_2_with_a_hint(live: LiveServer) -> None:
         assert result.exit_code == 2 and "hint:" in result.output, (args, result.output)
     missing = run(live, "rollout", "show", "999999")
     assert missing.exit_code == 1 and "not found" in missing.output
+
+
+def test_start_at_spellings() -> None:
+    now = datetime(2026, 12, 1, 1, 0, tzinfo=UTC)
+    assert parse_start_at("+2h", now) == "2026-12-01T03:00:00+00:00"
+    assert parse_start_at("2026-12-01T02:00+01:00") == "2026-12-01T02:00:00+01:00"
+    local = datetime.fromisoformat(parse_start_at("2026-12-01T02:00"))
+    assert local.tzinfo is not None and local.replace(tzinfo=None) == datetime(2026, 12, 1, 2, 0)
+    for bad in ("tomorrow", "+soon", "2026-13-01T00:00"):
+        with pytest.raises(CliUsageError):
+            parse_start_at(bad)
+
+
+def test_create_scheduled_then_cancel(live: LiveServer) -> None:
+    created = run(live, "rollout", "create", "clr-model@1", "--target", "tag:line-3", "--start-at", "+3h")
+    assert created.exit_code == 0, created.output
+    assert "starts at " in created.output
+    rollout = json.loads(run(live, "rollout", "list", "--json").output)[0]
+    assert rollout["state"] == "draft"
+    starts = datetime.fromisoformat(rollout["start_at"]) - datetime.now(UTC)
+    assert timedelta(hours=2, minutes=55) < starts <= timedelta(hours=3)
+    assert run(live, "rollout", "abort", str(rollout["id"])).exit_code == 0
+    past = run(live, "rollout", "create", "clr-model@1", "--target", "tag:line-3", "--start-at",
+               "2020-01-01T00:00+00:00")
+    assert past.exit_code == 1 and "is in the past" in past.output
