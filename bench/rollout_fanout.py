@@ -45,6 +45,7 @@ import secrets
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -171,6 +172,8 @@ def measure(devices: int, per_process: int, database_url: str | None, timeout: f
         "directives_acknowledged": len(published),
         "state": final["state"],
         "device_states": final["devices"],
+        "failure_reasons": dict(Counter(str(d["reason"])[:160] for d in final["device_details"]
+                                        if d["status"] != "succeeded")),
         "model_bytes": model_bytes,
         "simulator_processes": processes,
         "setup_seconds": round(setup_s, 1),
