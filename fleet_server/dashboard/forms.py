@@ -2,6 +2,7 @@
 comma-separated lists, and the new-rollout form as a ``RolloutCreate``."""
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from pydantic import ValidationError
 
@@ -36,6 +37,7 @@ class RolloutForm:
     auto_rollback: bool = True
     name: str = ""
     start: bool = True
+    start_at: str = ""  # "2026-12-01T02:00" (UTC, as the dashboard shows times) or ISO 8601 with an offset
 
 
 def parse_release(text: str) -> dict[str, object]:
@@ -60,6 +62,17 @@ def parse_phases(text: str, bake_s: float, success_threshold: float) -> list[Pha
     return phases
 
 
+def parse_start_at(text: str) -> str | None:
+    """The form's start time as ISO 8601 with an offset; a time without one is UTC."""
+    if not text.strip():
+        return None
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise RolloutFormError(f"start at {text!r}: use a date and time like 2026-12-01T02:00 (UTC)") from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).isoformat()
+
+
 def rollout_request(form: RolloutForm) -> RolloutCreate:
     body = {
         "release": parse_release(form.release),
@@ -68,8 +81,12 @@ def rollout_request(form: RolloutForm) -> RolloutCreate:
         "phases": [phase.model_dump() for phase in parse_phases(form.phases, form.bake_s, form.success_threshold)],
         "criteria": {"max_failure_rate": form.max_failure_rate, "auto_rollback": form.auto_rollback},
         "name": form.name.strip() or None,
-        "start": form.start,
     }
+    start_at = parse_start_at(form.start_at)
+    if start_at is None:
+        body["start"] = form.start
+    else:
+        body["start_at"] = start_at  # a scheduled rollout is a draft until then, whatever "start now" says
     try:
         return RolloutCreate.model_validate(body)
     except ValidationError as exc:

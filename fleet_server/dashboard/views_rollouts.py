@@ -87,11 +87,12 @@ async def rollout_create(
     auto_rollback: Annotated[bool, Form()] = False,
     name: Annotated[str, Form(max_length=128)] = "",
     start: Annotated[bool, Form()] = False,
+    start_at: Annotated[str, Form(max_length=64)] = "",
 ) -> Response:
     """Create (and start) a rollout: what ``POST /api/v1/rollouts`` does, from the form."""
     check_csrf(request, user, csrf_token)
     body = rollout_request(RolloutForm(release, tags, device_ids, all_devices, phases, bake_s, success_threshold,
-                                       max_failure_rate, auto_rollback, name, start))
+                                       max_failure_rate, auto_rollback, name, start, start_at))
 
     def create() -> int:
         rollout = service.create_rollout(session, body, user.actor)

@@ -6,7 +6,7 @@ import html
 import re
 import time
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from fastapi.testclient import TestClient
@@ -202,3 +202,20 @@ def test_a_scheduled_rollout_shows_when_it_starts(api: Api, browser: TestClient)
     assert created.status_code == 201, created.text
     page = browser.get(f"/ui/rollouts/{created.json()['id']}").text
     assert 'id="rollout-scheduled"' in page and start_at.strftime("%Y-%m-%d %H:%M:%S UTC") in page
+
+
+def test_the_form_schedules_a_rollout_in_utc(api: Api, browser: TestClient) -> None:
+    with pytest.raises(RolloutFormError, match="start at 'tonight'"):
+        rollout_request(RolloutForm(release="digits:1", tags="eu", start_at="tonight"))
+    assert rollout_request(RolloutForm(release="digits:1", tags="eu", start_at="")).start_at is None
+    assert api.enroll("form-sched-0", tags=("form-sched",)).status_code == 201
+    release = api.released_model("ui-form-scheduled")
+    when = (utcnow() + timedelta(days=2)).replace(second=0, microsecond=0)
+    form = {"release": f"{release['name']}:{release['version']}", "tags": "form-sched", "start": "true",
+            "start_at": when.strftime("%Y-%m-%dT%H:%M"), "csrf_token": csrf_of(browser, "/ui/rollouts/new")}
+    created = browser.post("/ui/rollouts", data=form)
+    assert created.status_code == 303
+    rollout = api.get(f"/rollouts/{int(created.headers['location'].rsplit('/', 1)[1])}").json()
+    assert rollout["state"] == "draft" and datetime.fromisoformat(rollout["start_at"]) == when
+    past = browser.post("/ui/rollouts", data={**form, "start_at": "2020-01-01T00:00"})
+    assert past.status_code == 422 and "is in the past" in html.unescape(past.text)
