@@ -35,29 +35,32 @@ _json = json.JSONEncoder(separators=(",", ":")).encode  # tuples encode as lists
 _EDGES = LATENCY_EDGES_MS
 _LAST_INNER_BIN = len(_EDGES) - 1
 _MAX_FORMATS = 256
-_list_formats: dict[int, str] = {}
-_nested_formats: dict[tuple[int, ...], str] = {}
+_formats: dict[int | tuple[int, ...], str] = {}  # list length, or the lengths of nested rows -> format
+
+
+def _list_format(length: int) -> str:
+    return "[" + ",".join(["%d"] * length) + "]"
+
+
+def _format(shape: int | tuple[int, ...]) -> str:
+    """The ``%d`` format of ``shape``, built once: shapes repeat (the latency bins, a profile's features)."""
+    text = _formats.get(shape)
+    if text is None:
+        if len(_formats) >= _MAX_FORMATS:
+            _formats.clear()
+        text = _formats[shape] = (_list_format(shape) if isinstance(shape, int)
+                                  else "[" + ",".join(map(_list_format, shape)) + "]")
+    return text
 
 
 def json_counts(counts: Sequence[int]) -> str:
     """``_json(counts)`` for a sequence of ints (decoded windows hold nothing else), without the encoder."""
-    text = _list_formats.get(len(counts))
-    if text is None:
-        if len(_list_formats) >= _MAX_FORMATS:
-            _list_formats.clear()
-        text = _list_formats[len(counts)] = "[" + ",".join(["%d"] * len(counts)) + "]"
-    return text % tuple(counts)
+    return _format(len(counts)) % tuple(counts)
 
 
 def json_count_rows(rows: Sequence[Sequence[int]]) -> str:
     """``_json(rows)`` for rows of ints, through one format per shape (a profile's, so it repeats)."""
-    shape = tuple(map(len, rows))
-    text = _nested_formats.get(shape)
-    if text is None:
-        if len(_nested_formats) >= _MAX_FORMATS:
-            _nested_formats.clear()
-        text = _nested_formats[shape] = "[" + ",".join("[" + ",".join(["%d"] * n) + "]" for n in shape) + "]"
-    return text % tuple(chain.from_iterable(rows))
+    return _format(tuple(map(len, rows))) % tuple(chain.from_iterable(rows))
 
 
 def sqlite_time(seconds: float) -> str:
