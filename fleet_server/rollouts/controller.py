@@ -111,10 +111,13 @@ class RolloutController:
     # -- one tick ---------------------------------------------------------------------------------
 
     def tick(self, now: datetime | None = None) -> bool:
-        """Act on every rollout in progress if this server holds the lease; returns whether it did."""
-        now = now or utcnow()
+        """Act on every rollout in progress if this server holds the lease; returns whether it did.
+
+        ``now`` fixes the clock (tests). Without it every write reads the clock once it holds its
+        locks, so a change committed meanwhile (an operator's start, say) is never dated after it.
+        """
         with Session(self.engine, expire_on_commit=False) as session:
-            leader = lease.acquire(session, self.holder, self.settings.lease_ttl_s, now)
+            leader = lease.acquire(session, self.holder, self.settings.lease_ttl_s, now or utcnow())
         if leader != self.leader:
             logger.info("server event=rollout_controller_%s holder=%s", "leading" if leader else "standby",
                         self.holder)
@@ -122,17 +125,18 @@ class RolloutController:
         if not leader:
             return False
         self._start_scheduled(now)
-        for rollout_id in self._due(now):
+        for rollout_id in self._due(now or utcnow()):
             if self._stop.is_set():
                 break
             self.tick_rollout(rollout_id, now)
         return True
 
-    def _start_scheduled(self, now: datetime) -> None:
+    def _start_scheduled(self, now: datetime | None) -> None:
         """Start the drafts whose ``start_at`` has come (as ``rollout start`` would, by "scheduler")."""
         with Session(self.engine) as session:
             due = list(session.exec(select(Rollout.id).where(
-                Rollout.state == RolloutState.DRAFT.value, col(Rollout.start_at) <= now).order_by(Rollout.id)))
+                Rollout.state == RolloutState.DRAFT.value, col(Rollout.start_at) <= (now or utcnow()))
+                .order_by(Rollout.id)))
         for rollout_id in due:
             with Session(self.engine, expire_on_commit=False) as session:
                 try:
@@ -150,17 +154,19 @@ class RolloutController:
                        col(RolloutDevice.status).in_(STRAGGLER_STATUSES)).distinct()))
         return sorted(active | late)
 
-    def tick_rollout(self, rollout_id: int, now: datetime) -> list[policy.Action]:
-        health = self._health_for(rollout_id, now)
-        if not self._has_work(rollout_id, now, health):
+    def tick_rollout(self, rollout_id: int, now: datetime | None = None) -> list[policy.Action]:
+        read_at = now or utcnow()
+        health = self._health_for(rollout_id, read_at)
+        if not self._has_work(rollout_id, read_at, health):
             return []  # most ticks: no write transaction, so status ingest is never kept waiting for nothing
         with Session(self.engine, expire_on_commit=False) as session:
             begin_write(session)
-            if not lease.held(session, self.holder, now):  # another replica took over meanwhile
+            if not lease.held(session, self.holder, now or utcnow()):  # another replica took over meanwhile
                 session.rollback()
                 self.leader = False
                 return []
             rollout = session.exec(select(Rollout).where(Rollout.id == rollout_id).with_for_update()).first()
+            now = now or utcnow()  # read under the lock: later than anything committed to this rollout
             if rollout is None:
                 session.rollback()
                 return []

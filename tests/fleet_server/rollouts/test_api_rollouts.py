@@ -400,3 +400,23 @@ def test_bad_schedules_are_refused(api: Api, controller: RolloutController) -> N
                                                **({"start": start} if start is not None else {})})
         assert response.status_code == 422 and message in response.text, response.text
     assert api.get("/rollouts", params={"limit": 1}).json()[0]["release"]["name"] != release["name"]
+
+
+def test_a_tick_on_the_real_clock_never_dates_a_notification_before_its_phase_started(
+        api: Api, controller: RolloutController, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tick read its clock, then an operator created and started a rollout, then the tick acted
+    on it: the notification is dated by a clock read under the rollout's lock (CI once saw it 4 ms early)."""
+    devices = fleet(api, controller, 3)
+    release = api.released_model(f"clock-{devices.tag}")
+    assert controller.tick(devices.now)  # holds the lease
+    read_before_the_start = utcnow() - timedelta(seconds=1)
+    created = devices.create(release, phases=[{"share": 1.0, "bake_s": 0}])
+    clock = iter([read_before_the_start])
+    monkeypatch.setattr("fleet_server.rollouts.controller.utcnow", lambda: next(clock, None) or utcnow())
+
+    assert controller.tick_rollout(created["id"])
+
+    rollout = api.get(f"/rollouts/{created['id']}").json()
+    assert devices.statuses(rollout) == dict.fromkeys(devices.ids, "notified")
+    started = datetime.fromisoformat(rollout["phase_details"][0]["started_at"])
+    assert all(datetime.fromisoformat(device["notified_at"]) >= started for device in rollout["device_details"])
