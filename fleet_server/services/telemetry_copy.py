@@ -11,7 +11,8 @@ JSON columns go as text, which is json's binary form. ``integer`` columns are st
 psycopg's binary ``int4`` dumper wraps a value out of range silently, while ``int8``'s raises and
 the move's cast back to ``integer`` refuses what does not fit. A refused value fails the batch with
 a ``DataError``, and driver errors are raised as SQLAlchemy's (``DataError``, ``OperationalError``..),
-which the ingest writer's retry and split-in-halves catch, as for the insert this replaces.
+which the ingest writer's retry and split-in-halves catch, as for the insert this replaces. A lost
+connection is invalidated, so the retry gets a new one from the pool.
 """
 
 from collections.abc import Sequence
@@ -88,6 +89,9 @@ def copy_rows(connection: Connection, rows: Sequence[tuple[Any, ...]], columns: 
             cursor.execute(statement)
             return int(cursor.rowcount)
     except error_type as exc:
-        raise DBAPIError.instance(statement, None, exc, error_type) from exc
+        lost = connection.dialect.is_disconnect(exc, driver, None)
+        if lost:  # as SQLAlchemy does for its own statements: the pool must not hand this one out again
+            connection.invalidate(exc)
+        raise DBAPIError.instance(statement, None, exc, error_type, connection_invalidated=lost) from exc
     except OverflowError as exc:  # an int beyond int8 or float8, found by the binary dumpers
         raise DataError(statement, None, exc) from exc

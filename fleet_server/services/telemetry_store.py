@@ -54,11 +54,16 @@ def _insert(connection: Connection, table: Any, index_elements: list[str]) -> An
     return dialect.insert(table).on_conflict_do_nothing(index_elements=index_elements)
 
 
+def copies(connection: Connection) -> bool:
+    """Whether telemetry goes in through ``COPY`` (PostgreSQL with psycopg 3)."""
+    return connection.dialect.name == "postgresql" and connection.dialect.driver == "psycopg"
+
+
 def _insert_rows(connection: Connection, rows: list[tuple[Any, ...]]) -> int:
     """Insert through the driver (SQLAlchemy's per-row bind processing was most of the cost of a batch):
     psycopg 3's binary ``COPY``, or the driver's ``executemany`` (SQLite, other PostgreSQL drivers);
     return how many rows were new (the conflict clause's count)."""
-    if connection.dialect.name == "postgresql" and connection.dialect.driver == "psycopg":
+    if copies(connection):
         return copy_rows(connection, rows, COLUMNS, KEY)
     statement = SQLITE_INSERT if connection.dialect.name == "sqlite" else POSTGRES_INSERT
     return int(connection.exec_driver_sql(statement, rows).rowcount)
