@@ -1,5 +1,7 @@
 """Parse ``mqtt://[user:password@]host[:port]`` (``mqtts://`` for TLS)."""
 
+import socket
+import ssl
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
@@ -27,6 +29,30 @@ class BrokerAddress:
 
     def __repr__(self) -> str:
         return f"BrokerAddress({self.url!r}, username={self.username!r})"
+
+    def tls_context(self) -> ssl.SSLContext:
+        """The client TLS context: verifies the broker's certificate and host name, presents ours if set."""
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        if self.cert_file:
+            context.load_cert_chain(self.cert_file, self.key_file)
+        if self.ca_file:
+            context.load_verify_locations(self.ca_file)
+        else:
+            context.load_default_certs()
+        return context
+
+    def open_socket(self, timeout: float) -> socket.socket:
+        """A non-blocking TCP connection to the broker, TLS-wrapped (handshake done) for ``mqtts``."""
+        sock = socket.create_connection((self.host, self.port), timeout=timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.tls:
+            try:
+                sock = self.tls_context().wrap_socket(sock, server_hostname=self.host)
+            except BaseException:
+                sock.close()
+                raise
+        sock.setblocking(False)
+        return sock
 
 
 def parse_mqtt_url(url: str) -> BrokerAddress:

@@ -163,32 +163,13 @@ class ConsumerConnection:
                 pass
             self._sock = None
 
-    def _open(self) -> socket.socket:
-        sock = socket.create_connection((self.address.host, self.address.port), timeout=CONNECT_TIMEOUT_S)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if self.address.tls:
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies the certificate and the host name
-            if self.address.cert_file:
-                context.load_cert_chain(self.address.cert_file, self.address.key_file)
-            if self.address.ca_file:
-                context.load_verify_locations(self.address.ca_file)
-            else:
-                context.load_default_certs()
-            try:
-                sock = context.wrap_socket(sock, server_hostname=self.address.host)
-            except BaseException:
-                sock.close()
-                raise
-        sock.setblocking(False)
-        return sock
-
     def _session(self) -> None:
         """One connection, from CONNECT until it fails or ``stop()``."""
         with self._out_lock:
             self._out.clear()
             self._out += packets.connect_packet(self.client_id, self.clean_session, self.keepalive,
                                                 self.address.username, self.address.password)
-        self._sock = sock = self._open()
+        self._sock = sock = self.address.open_socket(CONNECT_TIMEOUT_S)
         selector = selectors.DefaultSelector()
         selector.register(self._wake_r, selectors.EVENT_READ)
         selector.register(sock, selectors.EVENT_READ)

@@ -37,7 +37,7 @@ def make_client(address: BrokerAddress, client_id: str, clean_session: bool = Tr
     if address.username is not None:
         client.username_pw_set(address.username, address.password)
     if address.tls:
-        client.tls_set(ca_certs=address.ca_file, certfile=address.cert_file, keyfile=address.key_file)
+        client.tls_set_context(address.tls_context())
     client.reconnect_delay_set(RECONNECT_MIN_DELAY_S, RECONNECT_MAX_DELAY_S)
     client.max_inflight_messages_set(PUBLISH_WINDOW)
     return client
