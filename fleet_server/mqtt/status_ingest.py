@@ -16,7 +16,6 @@ still fails is counted as ``error`` and acknowledged, as it always was.
 """
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
 from agent.protocol.messages import StatusMessage
-from fleet_server.mqtt.batch_queue import BatchQueue
+from fleet_server.mqtt.batch_queue import BatchWriter
 from fleet_server.services import ingest
 from fleet_server.services.ingest import Applied, IngestOutcome
 from fleet_server.services.ingest_batch import Report, commit_batch
@@ -46,49 +45,18 @@ class _Queued:
     ack: Callable[[], None]
 
 
-class StatusWriter:
+class StatusWriter(BatchWriter[_Queued]):
+    name = "status"
+
     def __init__(self, engine: Engine, on_outcome: Callable[[str], None], batch_size: int = BATCH_SIZE,
                  max_pending: int = MAX_PENDING) -> None:
+        super().__init__(batch_size, max_pending)
         self.engine = engine
         self.on_outcome = on_outcome  # the bridge's stats counter
-        self.batch_size = batch_size
-        self._queue: BatchQueue[_Queued] = BatchQueue(max_pending)
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="edgefleet-status-writer", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Store what is queued, then stop."""
-        self._queue.close(timeout)
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-
-    def flush(self, timeout: float = 10.0) -> bool:
-        """Wait until every report queued so far is stored and acknowledged; False on timeout."""
-        return self._queue.wait_idle(timeout)
 
     def submit(self, report: Report, ack: Callable[[], None]) -> None:
         """Queue one validated report (the consumer connection's I/O thread); blocks while the queue is full."""
-        self._queue.put(_Queued(report, ack))
-
-    @property
-    def pending(self) -> int:
-        return self._queue.pending
-
-    def _run(self) -> None:
-        stopping = False
-        while not stopping:
-            batch, stopping = self._queue.take(self.batch_size, block=True)
-            try:
-                if batch:
-                    self.process(batch)
-            except Exception:  # never let one batch end the writer
-                logger.exception("server event=status_batch_failed size=%d", len(batch))
-            finally:
-                self._queue.done(len(batch))
+        self.put(_Queued(report, ack))
 
     def process(self, batch: list[_Queued]) -> None:
         """Store ``batch`` in one transaction, then acknowledge it; one by one if that fails."""

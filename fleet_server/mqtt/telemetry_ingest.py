@@ -22,10 +22,11 @@ from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-from fleet_server.mqtt.batch_queue import BatchQueue
+from fleet_server.mqtt.batch_queue import BatchWriter
 from fleet_server.mqtt.telemetry_decode import DecodedBatch, decode_batch, exit_with_parent
 from fleet_server.services.telemetry_rows import RowBatch
 from fleet_server.services.telemetry_store import StoreResult, TelemetryStore
@@ -44,39 +45,31 @@ class _Message:
     ack: Callable[[], None]
 
 
-class TelemetryIngestor:
+class TelemetryIngestor(BatchWriter[_Message]):
+    name = "telemetry"
+
     def __init__(self, store: TelemetryStore, batch_size: int = BATCH_SIZE, max_pending: int = MAX_PENDING,
                  decode_workers: int = 0) -> None:
+        super().__init__(batch_size, max_pending)
         self.store = store
-        self.batch_size = batch_size
         self.decode_workers = decode_workers  # 0: decode in the writer thread
         self._pool: ProcessPoolExecutor | None = None  # started with the first batch
         self.stats: Counter[str] = Counter()
         self._stats_lock = threading.Lock()
-        self._queue: BatchQueue[_Message] = BatchQueue(max_pending)
-        self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="edgefleet-telemetry-writer", daemon=True)
-        self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Store what is queued, then stop (acknowledgements may no longer reach the broker)."""
         self._stopping.set()
-        self._queue.close(timeout)
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+        super().stop(timeout)
         self._reset_pool()
 
     def submit(self, device_id: str, payload: bytes, ack: Callable[[], None]) -> None:
         """Queue one telemetry message (the consumer connection's I/O thread); blocks while the queue is full."""
-        self._queue.put(_Message(device_id, payload, ack))
+        self.put(_Message(device_id, payload, ack))
 
-    @property
-    def pending(self) -> int:
-        return self._queue.pending
+    def process(self, batch: list[_Message]) -> None:
+        self._process(batch)
 
     def _count(self, counts: Counter[str]) -> None:
         with self._stats_lock:
@@ -94,12 +87,7 @@ class TelemetryIngestor:
                     in_flight.append((batch, self._start_decode(batch)))
             if in_flight and (stopping or not batch or len(in_flight) >= depth):
                 batch, decoding = in_flight.popleft()
-                try:
-                    self._process(batch, decoding)
-                except Exception:  # never let one batch end ingestion
-                    logger.exception("server event=telemetry_batch_failed size=%d", len(batch))
-                finally:
-                    self._queue.done(len(batch))
+                self._handle(batch, partial(self._process, decoding=decoding))
 
     def _start_decode(self, batch: list[_Message]) -> "Future[DecodedBatch] | None":
         if self.decode_workers <= 0:
