@@ -23,6 +23,7 @@ from fleet_server.dashboard import (
     views_login,
     views_registry,
     views_rollouts,
+    views_tokens,
 )
 from fleet_server.dashboard.auth import LoginRequiredError
 from fleet_server.dashboard.templating import STATIC_DIR, render
@@ -30,7 +31,7 @@ from fleet_server.errors import FleetServerError
 
 UI_PREFIX = "/ui"
 VIEW_MODULES = (views_login, views_fleet, views_registry, views_deployments, views_rollouts, views_alerts,
-                views_audit)
+                views_audit, views_tokens)
 
 
 def dashboard_router() -> APIRouter:

@@ -48,7 +48,8 @@ templates.env.filters.update(ts=format_timestamp, ago=time_ago, state_class=stat
                              short=lambda text: (text or "")[:12], compression_rows=table_rows)
 NAV = [("/", "Overview"), ("/devices", "Devices"), ("/models", "Models"), ("/releases", "Releases"),
        ("/rollouts", "Rollouts"), ("/deployments", "Deployments"), ("/alerts", "Alerts"), ("/audit", "Audit")]
-templates.env.globals.update(ui="/ui", nav=NAV, compression_columns=TABLE_COLUMNS)
+ADMIN_NAV = [("/tokens", "Tokens")]  # shown to admins only
+templates.env.globals.update(ui="/ui", nav=NAV, admin_nav=ADMIN_NAV, compression_columns=TABLE_COLUMNS)
 SECURITY_HEADERS = {
     "Cache-Control": "no-store",
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
