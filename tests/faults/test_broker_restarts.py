@@ -77,7 +77,8 @@ def test_broker_restarted_twice_during_a_rollout_of_50_devices(fleet, fault_summ
         assert final["devices"] == {"succeeded": DEVICES}, final["devices"]
         phases = final["phase_details"]
         assert [phase["state"] for phase in phases] == ["completed"] * 3
-        assert all(a["completed_at"] <= b["started_at"] for a, b in zip(phases, phases[1:], strict=False))
+        assert all(datetime.fromisoformat(a["completed_at"]) <= datetime.fromisoformat(b["started_at"])
+                   for a, b in zip(phases, phases[1:], strict=False))
         counts = devices.serving(old, new)
         assert counts == {"old": 0, "new": DEVICES, "none": 0, "inconsistent": 0}, counts
         server_db = fleet.server.data_dir / "edgefleet.db"
