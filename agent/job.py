@@ -90,7 +90,8 @@ def claimed_identity(message_directive: Any) -> tuple[int, str | None, int | Non
         return 0, None, None
     sequence = signed.get("sequence")
     sequence = sequence if isinstance(sequence, int) and not isinstance(sequence, bool) and sequence >= 0 else 0
-    ref = signed.get("release") if isinstance(signed.get("release"), dict) else {}
+    release = signed.get("release")
+    ref: dict[str, Any] = release if isinstance(release, dict) else {}
     name = ref.get("name") if isinstance(ref.get("name"), str) and NAME.fullmatch(ref["name"]) else None
     version = ref.get("version")
     version = version if isinstance(version, int) and not isinstance(version, bool) and version >= 1 else None

@@ -14,6 +14,7 @@ text), so server uploads need no file name. Pickled arrays are refused.
 
 import csv
 import io
+import math
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,7 +120,7 @@ def _read_csv(path: Path, inputs: tuple[TensorSpec, ...], what: str) -> dict[str
     spec = inputs[0]
     fixed = spec.shape[1:]
     if fixed and all(dim is not None for dim in fixed):
-        size = int(np.prod(fixed, dtype=np.int64))
+        size = math.prod(dim for dim in fixed if dim is not None)
         if matrix.shape[1] != size:
             raise DataError(f"the {what} CSV {path.name} has {matrix.shape[1]} feature columns, input "
                             f"{spec.name!r} needs {size} (shape {list(spec.shape)})")

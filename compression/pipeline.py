@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +79,7 @@ def compress_model(model: Path, calibration: Path, workdir: Path, *, validation:
     """Compress ``model`` into ``workdir`` (created if needed; should be empty)."""
     settings = settings or CompressionSettings()
     base = base or Compatibility()
-    report_progress = progress or (lambda _stage, _fraction: None)
+    report_progress: ProgressCallback = progress or (lambda _stage, _fraction: None)
     started = time.monotonic()
     workdir = Path(workdir)
     (workdir / VARIANTS_DIR).mkdir(parents=True, exist_ok=True)
@@ -108,7 +109,7 @@ def compress_model(model: Path, calibration: Path, workdir: Path, *, validation:
         ctx.check_cancelled()
         report_progress(f"building {spec.name}", (2 + 2 * index) / steps)
         result = _variant(ctx, spec, base, evaluation, original, target, original_accuracy,
-                          lambda stage, i=index: report_progress(stage, (3 + 2 * i) / steps))
+                          partial(_report_stage, report_progress, (3 + 2 * index) / steps))
         results.append(result)
         logger.info("compression event=variant_done variant=%s gate=%s reasons=%s", spec.name, result.gate,
                     "; ".join(result.reasons) or "-")
@@ -137,6 +138,10 @@ def _profile(source: SourceModel, calibration: DataSet, evaluated: DataSet | Non
         outputs = run_all(load_checked(source.path, source.runtime), source.inputs, calibration)
     first = source.inputs[0].name
     return build_profile(calibration.inputs[first], target.predictions(outputs), first, target.classes)
+
+
+def _report_stage(report_progress: ProgressCallback, fraction: float, stage: str) -> None:
+    report_progress(stage, fraction)
 
 
 def _variant(ctx: BuildContext, spec: VariantSpec, base: Compatibility, evaluation: DataSet, original: Measurement,

@@ -107,8 +107,8 @@ class SelfUpdater:
                 self.request_restart()
                 return None
             with self.layout.lock():
-                result = self.layout.revert(trial, "the switch to the new agent did not happen", time.time())
-            return Event.ROLLED_BACK, result.reason
+                reverted = self.layout.revert(trial, "the switch to the new agent did not happen", time.time())
+            return Event.ROLLED_BACK, reverted.reason
         result = self.layout.read_result()
         if result is not None and result.sequence == job.sequence:
             if result.outcome == CONFIRMED_OUTCOME and result.slot == self.running_slot:

@@ -74,7 +74,8 @@ class _Binding:
     def __init__(self, served: ServedModel | None, profile: tuple[str, ReferenceProfile] | None) -> None:
         self.sha256 = served.sha256 if served else None
         self.model = ModelRef(served.name, served.version) if served else None
-        self.profile_sha256, self.profile = profile if profile else (None, None)
+        self.profile_sha256: str | None = profile[0] if profile else None
+        self.profile: ReferenceProfile | None = profile[1] if profile else None
         self.reader = OutputReader.for_model(served.outputs, self.profile) if served else OutputReader(None)
         self.input_name: str | None = None
         self.edges: list[np.ndarray] = []
