@@ -64,7 +64,8 @@ def begin_write(session: Session) -> None:
         if session.new or session.dirty or session.deleted:
             raise RuntimeError("begin_write() called on a session with pending changes")
         session.commit()
-    session.connection(execution_options={_BEGIN_OPTION: "IMMEDIATE"})
+    options: dict[str, str] = {_BEGIN_OPTION: "IMMEDIATE"}  # our own key, not in the known-options TypedDict
+    session.connection(execution_options=options)
 
 
 @contextmanager

@@ -9,6 +9,7 @@ sha256 in the signed document; and the job's report returned with the release.
 from dataclasses import replace
 from typing import Any
 
+from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.orm import object_session
 from sqlmodel import Session, col, select
 
@@ -25,26 +26,28 @@ from fleet_server.models.registry import ModelVersion
 from fleet_server.models.release import ReleaseRecord
 
 
-def latest_job(session: Session, row: ModelVersion) -> CompressionJob | None:
-    """The newest succeeded job of ``row``; raises while one is still queued or running."""
-    running = session.exec(select(CompressionJob).where(CompressionJob.model_version_id == row.id,
-                                                        col(CompressionJob.status).in_(UNFINISHED))).first()
+def latest_job(session: OrmSession, row: ModelVersion) -> CompressionJob | None:
+    """The newest succeeded job of ``row``; raises while one is still queued or running.
+
+    ``session`` may be the plain SQLAlchemy session ``object_session`` returns (``scalars``, not ``exec``)."""
+    running = session.scalars(select(CompressionJob).where(CompressionJob.model_version_id == row.id,
+                                                           col(CompressionJob.status).in_(UNFINISHED))).first()
     if running is not None:
         raise CompressionInProgressError(f"compression job {running.id} of this model version is {running.status}; "
                                          "release it when the job has finished")
-    return session.exec(select(CompressionJob).where(CompressionJob.model_version_id == row.id,
-                                                     CompressionJob.status == JOB_SUCCEEDED)
-                        .order_by(col(CompressionJob.id).desc())).first()
+    return session.scalars(select(CompressionJob).where(CompressionJob.model_version_id == row.id,
+                                                        CompressionJob.status == JOB_SUCCEEDED)
+                           .order_by(col(CompressionJob.id).desc())).first()
 
 
 def release_variants(row: ModelVersion, original: ArtifactVariant) -> tuple[tuple[ArtifactVariant, ...], str | None]:
     """The variants of a release of ``row`` and its reference profile sha256 (``original`` alone if uncompressed)."""
     session = object_session(row)
-    job = None if session is None else latest_job(session, row)  # type: ignore[arg-type]
+    job = None if session is None else latest_job(session, row)
     if job is None or session is None:
         return (original,), None
-    stored = session.exec(select(ModelVariant).where(ModelVariant.job_id == job.id)
-                          .order_by(col(ModelVariant.position))).all()
+    stored = session.scalars(select(ModelVariant).where(ModelVariant.job_id == job.id)
+                             .order_by(col(ModelVariant.position))).all()
     variants = tuple(
         ArtifactVariant(name=v.name, path=v.path, runtime=Runtime(v.runtime), precision=v.precision, sha256=v.sha256,
                         length=v.size_bytes, compatibility=Compatibility(tuple(v.arch), v.min_ram_mb))

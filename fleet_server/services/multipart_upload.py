@@ -11,12 +11,15 @@ import hashlib
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from fleet_server.errors import InvalidUploadError, UploadTooLargeError
+
+if TYPE_CHECKING:
+    from python_multipart.multipart import MultipartCallbacks  # a TypedDict defined for type checkers only
 
 MAX_FIELD_BYTES = 64 * 1024
 MAX_PARTS = 16
@@ -66,7 +69,7 @@ class _FormCollector:
         self._parts = 0
         self.finished = False
 
-    def callbacks(self) -> dict[str, Any]:
+    def callbacks(self) -> "MultipartCallbacks":
         return {
             "on_part_begin": self._on_part_begin,
             "on_header_field": lambda data, start, end: self._append("_header_field", data[start:end]),

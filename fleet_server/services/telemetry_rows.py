@@ -72,7 +72,7 @@ def aware_time(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, UTC)
 
 
-def latency_quantiles(latencies: Sequence[Sequence[int]]) -> list[tuple[float | None, ...]]:
+def latency_quantiles(latencies: Sequence[tuple[int, ...]]) -> list[tuple[float | None, ...]]:
     """``histogram_quantiles(counts, QUANTILES)`` for every histogram of a batch (equal bin counts)."""
     if not latencies:
         return []

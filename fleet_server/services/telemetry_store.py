@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import JSON, Connection, Engine, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import col
 
 from agent.protocol.telemetry import TelemetryWindow
 from fleet_server.core.db import write_session
@@ -90,9 +91,9 @@ class TelemetryStore:
         with write_session(self.engine) as session:
             connection = session.connection()
             known = set(connection.execute(
-                select(Device.device_id).where(Device.device_id.in_(sorted(set(batch.device_ids))),  # type: ignore[attr-defined]
-                                               Device.device_id.not_in(  # type: ignore[attr-defined]
-                                                   select(DeviceRevocation.device_id)))  # revoked: dropped
+                select(col(Device.device_id)).where(col(Device.device_id).in_(sorted(set(batch.device_ids))),
+                                                    col(Device.device_id).not_in(
+                                                        select(col(DeviceRevocation.device_id))))  # revoked: dropped
             ).scalars())
             rows = [row for device_id, row in zip(batch.device_ids, batch.rows, strict=True) if device_id in known]
             if rows:
@@ -104,7 +105,7 @@ class TelemetryStore:
         wanted = profiles - self._known_profiles
         if not wanted:
             return
-        present = set(connection.execute(
+        present: set[str] = set(connection.execute(
             select(PROFILES.c.sha256).where(PROFILES.c.sha256.in_(sorted(wanted)))).scalars())
         for sha256 in sorted(wanted - present):
             record = record_from_store(self.artifacts, sha256) if self.artifacts is not None else None
