@@ -186,8 +186,8 @@ class FleetClient:
     def audit_verify(self) -> dict[str, Any]:
         return self._request("GET", "/audit/verify")
 
-    def audit_export(self, after_seq: int = 0) -> Iterator[bytes]:
-        """The export's JSON lines, streamed."""
+    def audit_export(self, after_seq: int = 0) -> Iterator[str]:
+        """The export's JSON lines (decoded text, without line endings), streamed."""
         try:
             with self._http.stream("GET", "/api/v1/audit/export", params={"after_seq": after_seq}) as response:
                 if response.status_code >= 400:

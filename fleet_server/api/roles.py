@@ -71,7 +71,7 @@ def install_role_docs(app: FastAPI) -> None:
                 continue
             role = route_role(route)
             operations = schema.get("paths", {}).get(path, {})
-            for method in route.methods:
+            for method in route.methods or ():  # Starlette's Route types it optional; an APIRoute always has a set
                 operation = operations.get(method.lower())
                 if operation is not None and role is not None:
                     operation[ROLE_KEY] = role

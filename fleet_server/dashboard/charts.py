@@ -106,8 +106,8 @@ def line_chart(series: Sequence[Series], title: str, unit: str = "", width: int 
             if len(segment) > 1:
                 parts.append(f'<polyline class="line {escape(one.css_class)}" points="{" ".join(segment)}"/>')
             elif segment:
-                x, y = segment[0].split(",")
-                parts.append(f'<circle class="dot {escape(one.css_class)}" cx="{x}" cy="{y}" r="2.5"/>')
+                cx, cy = segment[0].split(",")
+                parts.append(f'<circle class="dot {escape(one.css_class)}" cx="{cx}" cy="{cy}" r="2.5"/>')
         parts.append(f'<text class="legend {escape(one.css_class)}" x="{left + plot_w - 4 - 120 * index}" '
                      f'y="15" text-anchor="end">{escape(one.name)}</text>')
     return Markup("".join(parts) + "</svg>")

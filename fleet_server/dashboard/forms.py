@@ -74,7 +74,7 @@ def parse_start_at(text: str) -> str | None:
 
 
 def rollout_request(form: RolloutForm) -> RolloutCreate:
-    body = {
+    body: dict[str, object] = {
         "release": parse_release(form.release),
         "target": {"tags": split_list(form.tags), "device_ids": split_list(form.device_ids),
                    "all": form.all_devices},

@@ -89,7 +89,7 @@ def stable_order(rollout_id: int, device_ids: Iterable[str]) -> list[str]:
 
 def cumulative_sizes(total: int, phases: Sequence[PhaseSpec]) -> list[int]:
     """Devices in phases 1..i for every i; non-decreasing, the last is ``total``."""
-    sizes = []
+    sizes: list[int] = []
     for phase in phases:
         if phase.count is not None:
             size = phase.count

@@ -13,7 +13,7 @@ from fleet_server.keyring import load_keyring
 from fleet_server.services import certificates, root_history
 
 router = APIRouter(tags=["trust"], responses=ERROR_RESPONSES)
-PEM = {200: {"content": {"application/x-pem-file": {}}}}
+PEM: dict[int | str, dict[str, Any]] = {200: {"content": {"application/x-pem-file": {}}}}
 
 
 class CallerPublic(BaseModel):
