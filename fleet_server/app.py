@@ -52,7 +52,7 @@ def create_app(settings: Settings | None = None, runtime: ServerRuntime | None =
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        started = runtime or await run_in_threadpool(start_runtime, settings)
+        started = runtime if runtime is not None else await run_in_threadpool(start_runtime, settings)
         app.state.runtime = started
         app.state.compression = start_compression_worker(started)
         try:

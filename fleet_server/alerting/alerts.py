@@ -125,6 +125,7 @@ class AlertBook:
         return plan
 
     def _queue(self, session: Session, alert: Alert, event: str, now: datetime) -> None:
+        assert alert.id is not None  # queued after the flush that inserted the alert
         for url in self.targets.webhooks:
             session.add(AlertDelivery(alert_id=alert.id, event=event, target=url, next_attempt_at=now,
                                       created_at=now, payload=alert_payload(alert, event)))
@@ -141,6 +142,7 @@ class AlertBook:
         for version, cohorts in versions.items():
             if version in busy:
                 continue
+            assert cohorts[0].id is not None  # opened alerts are flushed before retraining is queued
             for target in self.targets.retrain:
                 session.add(AlertDelivery(alert_id=cohorts[0].id, event="retrain", target=target,
                                           next_attempt_at=now, created_at=now,

@@ -5,6 +5,9 @@ package: no CDN), a redirect from ``/`` and HTML error pages for ``/ui`` paths
 (API paths keep their JSON errors).
 """
 
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, FastAPI, Request
@@ -41,6 +44,15 @@ def dashboard_router() -> APIRouter:
     return router
 
 
+ExceptionHandler = Callable[[Request, Any], Response | Awaitable[Response]]
+
+
+async def _delegate(handler: ExceptionHandler, request: Request, exc: Exception) -> Response:
+    """Answer with an API exception handler; Starlette types them as sync or async (the API's are async)."""
+    response = handler(request, exc)
+    return await response if inspect.isawaitable(response) else response
+
+
 def _html_errors(app: FastAPI) -> None:
     """For /ui paths: a login redirect or an HTML error page; elsewhere the API's JSON handlers."""
     api_server_error = app.exception_handlers[FleetServerError]
@@ -49,7 +61,7 @@ def _html_errors(app: FastAPI) -> None:
 
     async def server_error(request: Request, exc: Exception) -> Response:
         if not request.url.path.startswith(UI_PREFIX):
-            return await api_server_error(request, exc)
+            return await _delegate(api_server_error, request, exc)
         if isinstance(exc, LoginRequiredError):
             target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
             if request.method != "GET" or request.url.path.endswith("/progress"):
@@ -61,7 +73,7 @@ def _html_errors(app: FastAPI) -> None:
 
     async def http_error(request: Request, exc: Exception) -> Response:
         if not request.url.path.startswith(UI_PREFIX) or request.url.path.startswith(f"{UI_PREFIX}/static"):
-            return await api_http_error(request, exc)
+            return await _delegate(api_http_error, request, exc)
         assert isinstance(exc, StarletteHTTPException)
         message = "page not found" if exc.status_code == 404 else str(exc.detail)
         return render(request, "error.html", None, status_code=exc.status_code, message=message, hint="",
@@ -69,7 +81,7 @@ def _html_errors(app: FastAPI) -> None:
 
     async def validation_error(request: Request, exc: Exception) -> Response:
         if not request.url.path.startswith(UI_PREFIX):
-            return await api_validation_error(request, exc)
+            return await _delegate(api_validation_error, request, exc)
         assert isinstance(exc, RequestValidationError)
         return render(request, "error.html", None, status_code=422, status=422,
                       message=describe_validation_errors(exc.errors()), hint="check the form or the link")

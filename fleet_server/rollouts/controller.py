@@ -134,9 +134,9 @@ class RolloutController:
     def _start_scheduled(self, now: datetime | None) -> None:
         """Start the drafts whose ``start_at`` has come (as ``rollout start`` would, by "scheduler")."""
         with Session(self.engine) as session:
-            due = list(session.exec(select(Rollout.id).where(
+            due = [rollout_id for rollout_id in session.exec(select(Rollout.id).where(
                 Rollout.state == RolloutState.DRAFT.value, col(Rollout.start_at) <= (now or utcnow()))
-                .order_by(Rollout.id)))
+                .order_by(col(Rollout.id))) if rollout_id is not None]
         for rollout_id in due:
             with Session(self.engine, expire_on_commit=False) as session:
                 try:
@@ -147,7 +147,8 @@ class RolloutController:
     def _due(self, now: datetime) -> list[int]:
         """Rollouts in progress, and finished ones still waiting for devices that may report late."""
         with Session(self.engine) as session:
-            active = set(session.exec(select(Rollout.id).where(col(Rollout.state).in_(TICKED_STATES))))
+            active = {rollout_id for rollout_id in session.exec(
+                select(Rollout.id).where(col(Rollout.state).in_(TICKED_STATES))) if rollout_id is not None}
             late = set(session.exec(
                 select(RolloutDevice.rollout_id).join(Rollout, col(Rollout.id) == RolloutDevice.rollout_id)
                 .where(col(Rollout.finished_at) > now - STRAGGLER_WINDOW,

@@ -19,7 +19,7 @@ from fleet_server.models.deployment import ReleaseSelector
 from fleet_server.models.device import Device, DeviceTag
 from fleet_server.models.release import ReleaseRecord
 from fleet_server.models.rollout import Rollout, RolloutDevice, RolloutPhase
-from fleet_server.models.rollout_api import PromoteRequest, RolloutCreate, TargetCreate
+from fleet_server.models.rollout_api import CriteriaCreate, PromoteRequest, RolloutCreate, TargetCreate
 from fleet_server.rollouts import planning
 from fleet_server.rollouts.policy import Operation, operation_result
 from fleet_server.rollouts.states import DeviceStatus, PhaseState, RolloutState
@@ -91,6 +91,7 @@ def _insert_rollout(session: Session, request: RolloutCreate, actor: str, source
     if not targets:
         raise NoTargetsError("the rollout's target selects no enrolled device",
                              hint="check the tags/ids with 'edgefleet device list', or loosen the inventory filter")
+    assert release_a.id is not None  # read from the database
     now = utcnow()
     rollout = Rollout(
         name=request.name, release_id=release_a.id, release_b_id=release_b.id if release_b else None,
@@ -199,7 +200,7 @@ def promote_shadow(session: Session, rollout_id: int, request: PromoteRequest, a
     create = RolloutCreate(
         release=ReleaseSelector(name=release.name, version=release.version),
         target=TargetCreate(device_ids=[row.device_id for row in shadowing]), phases=request.phases,
-        criteria=source.criteria, rate_limit_per_min=source.rate_limit_per_min,
+        criteria=CriteriaCreate.model_validate(source.criteria), rate_limit_per_min=source.rate_limit_per_min,
         device_timeout_s=source.device_timeout_s, max_retries=source.max_retries,
         retry_backoff_s=source.retry_backoff_s, baseline_s=source.baseline_s, start=request.start,
         name=f"promote shadow rollout {rollout_id}")
