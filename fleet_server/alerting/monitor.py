@@ -14,6 +14,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import sqlalchemy
 from sqlalchemy import Engine, delete
 from sqlmodel import Session, col, select
 
@@ -123,10 +124,10 @@ class Monitor:
         baseline_from = recent_from - timedelta(seconds=self.settings.latency_baseline_s)
         recent: dict[str, _Traffic] = defaultdict(_Traffic)
         baseline: dict[str, _Traffic] = defaultdict(_Traffic)
-        rows = session.exec(select(
-            TelemetryWindowRecord.device_id, TelemetryWindowRecord.window_start, TelemetryWindowRecord.requests,
-            TelemetryWindowRecord.errors, TelemetryWindowRecord.latency_counts,
-        ).where(TelemetryWindowRecord.window_start >= baseline_from, TelemetryWindowRecord.window_start <= now))
+        w = TelemetryWindowRecord
+        rows = session.execute(sqlalchemy.select(  # five columns: more than sqlmodel's select() has overloads for
+            col(w.device_id), col(w.window_start), col(w.requests), col(w.errors), col(w.latency_counts),
+        ).where(col(w.window_start) >= baseline_from, col(w.window_start) <= now)).tuples()
         for device_id, start, requests, errors, latency in rows:
             (recent if start >= recent_from else baseline)[device_id].add(requests, errors, latency)
         conditions = []

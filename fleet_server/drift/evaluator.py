@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import sqlalchemy
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
@@ -106,15 +107,13 @@ class DriftEvaluator:
         return conditions
 
     def _collect(self, session: Session, first: float) -> dict[Subject, dict[int, ProfileCounts]]:
-        statement = select(
-            TelemetryWindowRecord.device_id, TelemetryWindowRecord.window_start, TelemetryWindowRecord.model_name,
-            TelemetryWindowRecord.model_version, TelemetryWindowRecord.profile_sha256,
-            TelemetryWindowRecord.feature_counts, TelemetryWindowRecord.feature_missing,
-            TelemetryWindowRecord.predictions,
-        ).where(TelemetryWindowRecord.window_start >= from_unix(first),
-                col(TelemetryWindowRecord.profile_sha256).is_not(None),
-                col(TelemetryWindowRecord.model_name).is_not(None))
-        windows = session.exec(statement).all()
+        w = TelemetryWindowRecord
+        statement = sqlalchemy.select(  # eight columns: more than sqlmodel's select() has typed overloads for
+            col(w.device_id), col(w.window_start), col(w.model_name), col(w.model_version), col(w.profile_sha256),
+            col(w.feature_counts), col(w.feature_missing), col(w.predictions),
+        ).where(col(w.window_start) >= from_unix(first), col(w.profile_sha256).is_not(None),
+                col(w.model_name).is_not(None))
+        windows = session.execute(statement).tuples().all()
         tags: dict[str, list[str]] = defaultdict(list)
         device_ids = sorted({window[0] for window in windows})
         for offset in range(0, len(device_ids), 500):

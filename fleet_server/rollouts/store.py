@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+import sqlalchemy
 from sqlalchemy import bindparam, update
 from sqlmodel import Session, col, select
 
@@ -83,13 +84,14 @@ def load(session: Session, rollout: Rollout, now: datetime) -> Loaded:
     assert rollout.id is not None
     phases = list(session.exec(select(RolloutPhase).where(RolloutPhase.rollout_id == rollout.id)
                                .order_by(col(RolloutPhase.index))))
-    rows = session.exec(
-        select(RolloutDevice.device_id, RolloutDevice.position, RolloutDevice.phase, RolloutDevice.status,
-               RolloutDevice.attempts, RolloutDevice.notified_at, RolloutDevice.next_attempt_at,
-               RolloutDevice.rollback_attempts, DeploymentTarget.state, DeploymentTarget.reason,
-               DeploymentTarget.state_reported_at, RolloutDevice.id, RolloutDevice.cohort)
-        .outerjoin(DeploymentTarget, col(DeploymentTarget.id) == RolloutDevice.target_id)
-        .where(RolloutDevice.rollout_id == rollout.id)).all()
+    rd, target = RolloutDevice, DeploymentTarget
+    rows = session.execute(  # thirteen columns: more than sqlmodel's select() has overloads for
+        sqlalchemy.select(col(rd.device_id), col(rd.position), col(rd.phase), col(rd.status), col(rd.attempts),
+                          col(rd.notified_at), col(rd.next_attempt_at), col(rd.rollback_attempts),
+                          col(target.state), col(target.reason), col(target.state_reported_at), col(rd.id),
+                          col(rd.cohort))
+        .outerjoin(target, col(target.id) == rd.target_id)
+        .where(col(rd.rollout_id) == rollout.id)).tuples().all()
     minute_ago = now - timedelta(minutes=1)
     views = [policy.DeviceView(
         device_id=device_id, position=position, phase=phase, status=DeviceStatus(status), attempts=attempts,

@@ -2,6 +2,7 @@
 
 from collections import Counter
 
+import sqlalchemy
 from sqlmodel import Session, col, func, select
 
 from fleet_server.models.deployment import DeploymentTarget, ReleaseRefPublic
@@ -44,12 +45,13 @@ def list_rollouts(session: Session, limit: int = 100, offset: int = 0,
     if ids:
         for rollout_id, status, count in session.exec(
             select(RolloutDevice.rollout_id, RolloutDevice.status, func.count())
-            .where(col(RolloutDevice.rollout_id).in_(ids)).group_by(RolloutDevice.rollout_id, RolloutDevice.status)
+            .where(col(RolloutDevice.rollout_id).in_(ids))
+            .group_by(col(RolloutDevice.rollout_id), col(RolloutDevice.status))
         ):
             counts.setdefault(rollout_id, {})[status] = count
         for rollout_id, count in session.exec(
             select(RolloutPhase.rollout_id, func.count()).where(col(RolloutPhase.rollout_id).in_(ids))
-            .group_by(RolloutPhase.rollout_id)
+            .group_by(col(RolloutPhase.rollout_id))
         ):
             phases[rollout_id] = count
     return [RolloutSummary(**_summary_fields(session, rollout, counts.get(rollout.id or 0, {}),
@@ -60,14 +62,15 @@ def rollout_public(session: Session, rollout_id: int) -> RolloutPublic:
     rollout = get_rollout(session, rollout_id)
     phases = list(session.exec(select(RolloutPhase).where(RolloutPhase.rollout_id == rollout_id)
                                .order_by(col(RolloutPhase.index))))
-    # plain columns in one joined query: no ORM object per device (the status of a 10,000-device rollout)
-    rows = sorted(session.exec(
-        select(RolloutDevice.device_id, RolloutDevice.phase, RolloutDevice.cohort, RolloutDevice.status,
-               RolloutDevice.variant, RolloutDevice.attempts, RolloutDevice.reason, RolloutDevice.notified_at,
-               RolloutDevice.finished_at, RolloutDevice.position, DeploymentTarget.sequence,
-               DeploymentTarget.deployment_id, DeploymentTarget.state)
-        .outerjoin(DeploymentTarget, col(DeploymentTarget.id) == RolloutDevice.target_id)
-        .where(RolloutDevice.rollout_id == rollout_id)).all(),
+    # plain columns in one joined query: no ORM object per device (the status of a 10,000-device rollout);
+    # sqlalchemy.select, as thirteen columns are more than sqlmodel's select() has overloads for
+    rd, target = RolloutDevice, DeploymentTarget
+    rows = sorted(session.execute(
+        sqlalchemy.select(col(rd.device_id), col(rd.phase), col(rd.cohort), col(rd.status), col(rd.variant),
+                          col(rd.attempts), col(rd.reason), col(rd.notified_at), col(rd.finished_at),
+                          col(rd.position), col(target.sequence), col(target.deployment_id), col(target.state))
+        .outerjoin(target, col(target.id) == rd.target_id)
+        .where(col(rd.rollout_id) == rollout_id)).all(),
         key=lambda row: (row.phase if row.phase is not None else 1 << 30, row.position))
     placed = [row for row in rows if row.phase is not None]
     sizes = cumulative_sizes(len(placed), [PhaseSpec(p.share, p.count, p.bake_s, p.success_threshold)
