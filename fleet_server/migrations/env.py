@@ -5,6 +5,7 @@ run from the command line, the URL comes from the server settings.
 """
 
 from alembic import context
+from sqlalchemy import Connection
 from sqlmodel import SQLModel
 
 import fleet_server.models  # noqa: F401  (registers the tables)
@@ -12,11 +13,11 @@ import fleet_server.models  # noqa: F401  (registers the tables)
 target_metadata = SQLModel.metadata
 
 
-def _run(connection: object) -> None:
+def _run(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
-        render_as_batch=connection.dialect.name == "sqlite",  # type: ignore[attr-defined]
+        render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
     )
     with context.begin_transaction():

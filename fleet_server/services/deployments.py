@@ -112,6 +112,7 @@ def sign_directives(session: Session, keyring: Keyring, release: ReleaseRecord, 
     Devices are locked a chunk at a time in id order (a stable lock order across concurrent
     deployments) and their sequences and the targets are written with a few batched statements,
     so the cost per device is its signature, not a round trip of its own."""
+    assert release.id is not None  # a stored release
     deployment = Deployment(release_id=release.id, action=action.value)
     session.add(deployment)
     session.flush()
@@ -140,7 +141,7 @@ def _insert_targets(session: Session, rows: list[dict]) -> list[SignedTarget]:
     ids: dict[str, int] = {}
     for offset in range(0, len(rows), LOCK_CHUNK):
         ids.update((device_id, id) for id, device_id in session.execute(
-            insert(table).returning(table.c.id, table.c.device_id), rows[offset:offset + LOCK_CHUNK]))
+            insert(table).returning(table.c.id, table.c.device_id), rows[offset:offset + LOCK_CHUNK]).tuples())
     return [SignedTarget(ids[row["device_id"]], row["device_id"], row["sequence"], row["directive"].encode("utf-8"))
             for row in rows]
 
@@ -155,7 +156,7 @@ def _next_sequences(session: Session, device_ids: list[str]) -> list[tuple[str, 
         current = session.exec(select(Device.device_id, Device.directive_sequence)
                                .where(col(Device.device_id).in_(chunk)).order_by(col(Device.device_id))
                                .with_for_update()).all()
-        session.exec(update(Device).where(col(Device.device_id).in_(chunk))  # type: ignore[call-overload]
+        session.exec(update(Device).where(col(Device.device_id).in_(chunk))
                      .values(directive_sequence=Device.directive_sequence + 1)
                      .execution_options(synchronize_session="fetch"))
         bumped.extend((device_id, sequence + 1) for device_id, sequence in current)
@@ -175,8 +176,8 @@ def _outgoing(target: DeploymentTarget, directive: dict, release_envelope: dict)
 def current_directives(session: Session, unpublished_only: bool = True) -> list[OutgoingDirective]:
     """Each device's newest unexpired directive (only those the broker never acknowledged, by default)."""
     conditions = [
-        DeploymentTarget.sequence == Device.directive_sequence,
-        DeploymentTarget.directive_expires_at > utcnow(),
+        col(DeploymentTarget.sequence) == Device.directive_sequence,
+        col(DeploymentTarget.directive_expires_at) > utcnow(),
     ]
     if unpublished_only:
         conditions.append(col(DeploymentTarget.published_at).is_(None))
@@ -186,7 +187,7 @@ def current_directives(session: Session, unpublished_only: bool = True) -> list[
         .join(Deployment, col(Deployment.id) == DeploymentTarget.deployment_id)
         .join(ReleaseRecord, col(ReleaseRecord.id) == Deployment.release_id)
         .where(*conditions)
-        .order_by(DeploymentTarget.id)  # type: ignore[arg-type]
+        .order_by(col(DeploymentTarget.id))
     )
     return [
         _outgoing(target, parse_json(target.directive, MAX_DIRECTIVE_BYTES), releases.envelope_dict(release))
@@ -200,7 +201,7 @@ def mark_published(session: Session, target_ids: list[int]) -> None:
     begin_write(session)
     now = utcnow()
     for offset in range(0, len(target_ids), LOCK_CHUNK):
-        session.exec(update(DeploymentTarget)  # type: ignore[call-overload]
+        session.exec(update(DeploymentTarget)
                      .where(col(DeploymentTarget.id).in_(target_ids[offset:offset + LOCK_CHUNK]),
                             col(DeploymentTarget.published_at).is_(None))
                      .values(published_at=now).execution_options(synchronize_session=False))
@@ -224,7 +225,7 @@ def deployment_public(session: Session, deployment_id: int) -> DeploymentPublic:
     deployment = get_deployment(session, deployment_id)
     targets = session.exec(
         select(DeploymentTarget).where(DeploymentTarget.deployment_id == deployment_id).order_by(
-            DeploymentTarget.device_id  # type: ignore[arg-type]
+            col(DeploymentTarget.device_id)
         )
     ).all()
     events: dict[int, list[DeploymentEventPublic]] = {}
@@ -232,7 +233,7 @@ def deployment_public(session: Session, deployment_id: int) -> DeploymentPublic:
         rows = session.exec(
             select(DeploymentEvent)
             .where(col(DeploymentEvent.target_id).in_([target.id for target in targets]))
-            .order_by(DeploymentEvent.reported_at, DeploymentEvent.id)  # type: ignore[arg-type]
+            .order_by(col(DeploymentEvent.reported_at), col(DeploymentEvent.id))
         ).all()
         for event in rows:
             events.setdefault(event.target_id, []).append(DeploymentEventPublic(
@@ -265,7 +266,7 @@ def list_deployments(session: Session, limit: int = 100, offset: int = 0) -> lis
         rows = session.exec(
             select(DeploymentTarget.deployment_id, DeploymentTarget.state, func.count())
             .where(col(DeploymentTarget.deployment_id).in_(ids))
-            .group_by(DeploymentTarget.deployment_id, DeploymentTarget.state)
+            .group_by(col(DeploymentTarget.deployment_id), col(DeploymentTarget.state))
         ).all()
         for deployment_id, state, count in rows:
             counts.setdefault(deployment_id, {})[state] = count

@@ -34,11 +34,11 @@ class DevicePage:
 
 
 def current_model_name() -> Any:
-    return Device.installed_models[0]["name"].as_string()  # type: ignore[index]
+    return Device.installed_models[0]["name"].as_string()
 
 
 def current_model_version() -> Any:
-    return Device.installed_models[0]["version"].as_integer()  # type: ignore[index]
+    return Device.installed_models[0]["version"].as_integer()
 
 
 def parse_model_selector(text: str) -> tuple[str, int | None]:

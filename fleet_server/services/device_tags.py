@@ -28,7 +28,7 @@ def update_tags(session: Session, device_id: str, add: list[str], remove: list[s
         raise TooManyTagsError(f"device {device_id!r} would have {len(wanted)} tags; the limit is {MAX_TAGS}")
     dropped = current - wanted
     if dropped:
-        session.exec(delete(DeviceTag).where(col(DeviceTag.device_id) == device_id,  # type: ignore[call-overload]
+        session.exec(delete(DeviceTag).where(col(DeviceTag.device_id) == device_id,
                                              col(DeviceTag.tag).in_(dropped)))
     for tag in sorted(wanted - current):
         session.add(DeviceTag(device_id=device_id, tag=tag))

@@ -45,12 +45,6 @@ def enroll_device(session: Session, request: DeviceEnroll, provisioning_token: s
     request gets a client certificate from ``ca``. A revoked device cannot enroll again.
     """
     credential = new_token()
-    facts = {
-        "arch": request.arch,
-        "ram_mb": request.ram_mb,
-        "runtimes": [runtime.value for runtime in request.runtimes],
-        "agent_version": request.agent_version,
-    }
     begin_write(session)
     method = bootstrap_tokens.consume(session, request.bootstrap_token, request.device_id, provisioning_token)
     if session.get(DeviceRevocation, request.device_id) is not None:
@@ -60,11 +54,12 @@ def enroll_device(session: Session, request: DeviceEnroll, provisioning_token: s
     now = utcnow()
     if device is None:
         device = Device(device_id=request.device_id, credential_hash=hash_token(credential), enrolled_at=now,
-                        credential_rotated_at=now, **facts)
+                        credential_rotated_at=now, arch=request.arch, ram_mb=request.ram_mb,
+                        runtimes=list(request.runtimes), agent_version=request.agent_version)
         session.add(device)
     else:
-        for key, value in facts.items():
-            setattr(device, key, value)
+        device.arch, device.ram_mb, device.agent_version = request.arch, request.ram_mb, request.agent_version
+        device.runtimes = list(request.runtimes)
         device.credential_hash = hash_token(credential)
         device.credential_rotated_at = now
         session.add(device)
@@ -114,7 +109,7 @@ def device_ids_with_tags(session: Session, tags: list[str]) -> set[str]:
 
 
 def list_devices(session: Session, tag: str | None = None) -> list[DevicePublic]:
-    statement = select(Device).order_by(Device.device_id)  # type: ignore[arg-type]
+    statement = select(Device).order_by(col(Device.device_id))
     if tag is not None:
         statement = statement.where(col(Device.device_id).in_(select(DeviceTag.device_id).where(DeviceTag.tag == tag)))
     devices = session.exec(statement).all()

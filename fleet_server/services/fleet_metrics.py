@@ -6,7 +6,7 @@ from collections import Counter
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 
-from sqlmodel import Session, func, select
+from sqlmodel import Session, col, func, select
 
 from fleet_server.alerting.rules import COHORT
 from fleet_server.models.alert import AlertDelivery
@@ -57,7 +57,7 @@ def collect(session: Session, now: datetime, mqtt_stats: Mapping[str, int], inge
             DriftEvaluation.subject, DriftEvaluation.model_name, DriftEvaluation.model_version,
             DriftEvaluation.drift_score).where(DriftEvaluation.scope == COHORT,
                                                DriftEvaluation.bucket_start >= now - timedelta(hours=1))
-            .order_by(DriftEvaluation.bucket_start)):
+            .order_by(col(DriftEvaluation.bucket_start))):
         latest[(subject, name, version)] = score
     for (subject, name, version), score in sorted(latest.items()):
         drift.add(score, cohort=subject, model=name, version=version)

@@ -67,7 +67,6 @@ def apply_status(session: Session, device: Device, message: StatusMessage) -> Ap
         ).with_for_update()  # PostgreSQL: another replica's report for this target waits, then reads this one's
     ).first() if message.sequence > 0 else None
     if target is not None:
-        assert target.id is not None
         duplicate = session.exec(
             select(DeploymentEvent.id).where(
                 DeploymentEvent.target_id == target.id,
@@ -83,6 +82,7 @@ def apply_status(session: Session, device: Device, message: StatusMessage) -> Ap
         session.add(device)
     if target is None:
         return Applied(IngestOutcome.NO_DEPLOYMENT)
+    assert target.id is not None  # a row read from the database
     session.add(DeploymentEvent(target_id=target.id, state=message.state, reason=message.reason,
                                 variant=message.variant, reported_at=reported_at))
     if target.state_reported_at is None or reported_at >= target.state_reported_at:

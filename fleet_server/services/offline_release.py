@@ -52,8 +52,9 @@ def sign_request(document: Any, keys: list[Ed25519PrivateKey], root: Root | None
     """
     if not isinstance(document, dict):
         raise SignedReleaseError("the request file is not a JSON object")
+    signatures: tuple[tuple[str, str], ...] = ()  # (key id, signature hex), as in Envelope
     if document.get("_type") == REQUEST_TYPE:
-        signed, signatures = document.get("release"), ()
+        signed = document.get("release")
     else:
         try:
             envelope = Envelope.from_dict(document, "release")

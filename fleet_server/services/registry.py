@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from fleet_server.core.db import begin_write
 from fleet_server.core.validation import describe_validation_errors
@@ -115,6 +115,7 @@ def register_version(session: Session, new: NewVersion, actor: str = SYSTEM_ACTO
                 model = ModelRecord(name=new.fields.name)
                 session.add(model)
                 session.flush()
+            assert model.id is not None  # read, or inserted by the flush
             latest = session.exec(select(func.max(ModelVersion.version)).where(ModelVersion.model_id == model.id)).one()
             row = ModelVersion(
                 model_id=model.id,
@@ -167,9 +168,9 @@ def get_version(session: Session, name: str, version: int) -> ModelVersion:
 
 def list_models(session: Session) -> list[ModelPublic]:
     statement = (
-        select(ModelRecord, func.max(ModelVersion.version), func.count(ModelVersion.id))
-        .join(ModelVersion, ModelVersion.model_id == ModelRecord.id, isouter=True)
-        .group_by(ModelRecord.id)
+        select(ModelRecord, func.max(ModelVersion.version), func.count(col(ModelVersion.id)))
+        .join(ModelVersion, col(ModelVersion.model_id) == ModelRecord.id, isouter=True)
+        .group_by(col(ModelRecord.id))
         .order_by(ModelRecord.name)
     )
     return [
@@ -181,7 +182,8 @@ def list_models(session: Session) -> list[ModelPublic]:
 def model_public(session: Session, name: str) -> ModelPublic:
     model = get_model(session, name)
     latest, count = session.exec(
-        select(func.max(ModelVersion.version), func.count(ModelVersion.id)).where(ModelVersion.model_id == model.id)
+        select(func.max(ModelVersion.version), func.count(col(ModelVersion.id)))
+        .where(ModelVersion.model_id == model.id)
     ).one()
     return ModelPublic(name=model.name, created_at=model.created_at, latest_version=latest, version_count=count)
 
@@ -189,7 +191,7 @@ def model_public(session: Session, name: str) -> ModelPublic:
 def list_versions(session: Session, name: str) -> list[ModelVersionPublic]:
     model = get_model(session, name)
     rows = session.exec(
-        select(ModelVersion).where(ModelVersion.model_id == model.id).order_by(ModelVersion.version)
+        select(ModelVersion).where(ModelVersion.model_id == model.id).order_by(col(ModelVersion.version))
     ).all()
     released = _released_ids(session, [row.id for row in rows if row.id is not None])
     return [version_public(name, row, row.id in released) for row in rows]

@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+import sqlalchemy
+from sqlalchemy import ColumnElement
 from sqlmodel import Session, col, func, select
 
 from agent.protocol.telemetry import histogram_quantile
@@ -71,14 +73,15 @@ def _check_range(start: datetime, end: datetime, bucket_s: int) -> None:
         raise InvalidRequestError(f"that range and bucket_s give more than {MAX_POINTS} points; use a larger bucket_s")
 
 
-def _series(session: Session, conditions: Sequence[object], drift_conditions: Sequence[object], start: datetime,
-            end: datetime, bucket_s: int) -> list[TelemetryPoint]:
+def _series(session: Session, conditions: Sequence[ColumnElement[bool]],
+            drift_conditions: Sequence[ColumnElement[bool]], start: datetime, end: datetime,
+            bucket_s: int) -> list[TelemetryPoint]:
     origin = math.floor(start.timestamp() / bucket_s) * bucket_s
     buckets: dict[int, _Bucket] = defaultdict(_Bucket)
-    rows = session.exec(select(
-        W.device_id, W.window_start, W.requests, W.errors, W.latency_counts, W.schema_violations, W.out_of_range,
-        W.evicted, W.cpu_percent, W.temperature_c,
-    ).where(W.window_start >= start, W.window_start < end, *conditions))
+    rows = session.execute(sqlalchemy.select(  # ten columns: more than sqlmodel's select() has typed overloads for
+        col(W.device_id), col(W.window_start), col(W.requests), col(W.errors), col(W.latency_counts),
+        col(W.schema_violations), col(W.out_of_range), col(W.evicted), col(W.cpu_percent), col(W.temperature_c),
+    ).where(col(W.window_start) >= start, col(W.window_start) < end, *conditions)).tuples()
     for device_id, window_start, requests, errors, latency, violations, out_of_range, evicted, cpu, temp in rows:
         bucket = buckets[int((window_start.timestamp() - origin) // bucket_s)]
         bucket.windows += 1
@@ -95,7 +98,7 @@ def _series(session: Session, conditions: Sequence[object], drift_conditions: Se
             bucket.temperature.append(temp)
     for bucket_start, score, drifted in session.exec(select(
             DriftEvaluation.bucket_start, DriftEvaluation.drift_score, DriftEvaluation.drifted).where(
-            DriftEvaluation.bucket_start >= start, DriftEvaluation.bucket_start < end, *drift_conditions)):
+            col(DriftEvaluation.bucket_start) >= start, col(DriftEvaluation.bucket_start) < end, *drift_conditions)):
         buckets[int((bucket_start.timestamp() - origin) // bucket_s)].drift.append((score, drifted))
     return [bucket.point(from_unix(origin + index * bucket_s)) for index, bucket in sorted(buckets.items())]
 
@@ -104,8 +107,9 @@ def device_series(session: Session, device_id: str, start: datetime, end: dateti
     _check_range(start, end, bucket_s)
     if session.get(Device, device_id) is None:
         raise DeviceNotFoundError(f"device {device_id!r} is not enrolled")
-    points = _series(session, [W.device_id == device_id],
-                     [DriftEvaluation.scope == DEVICE, DriftEvaluation.subject == device_id], start, end, bucket_s)
+    points = _series(session, [col(W.device_id) == device_id],
+                     [col(DriftEvaluation.scope) == DEVICE, col(DriftEvaluation.subject) == device_id], start, end,
+                     bucket_s)
     return TelemetrySeries(scope="device", subject=device_id, model_version=None, tag=None, start=start, end=end,
                            bucket_s=bucket_s, points=points)
 
@@ -114,12 +118,12 @@ def model_series(session: Session, name: str, version: int | None, tag: str | No
                  bucket_s: int) -> TelemetrySeries:
     """One model (optionally one version), over all devices or the cohort of devices tagged ``tag``."""
     _check_range(start, end, bucket_s)
-    conditions: list[object] = [W.model_name == name]
-    drift: list[object] = [DriftEvaluation.scope == COHORT, DriftEvaluation.model_name == name,
-                           DriftEvaluation.subject == (tag or ALL_DEVICES_TAG)]
+    conditions: list[ColumnElement[bool]] = [col(W.model_name) == name]
+    drift: list[ColumnElement[bool]] = [col(DriftEvaluation.scope) == COHORT, col(DriftEvaluation.model_name) == name,
+                                        col(DriftEvaluation.subject) == (tag or ALL_DEVICES_TAG)]
     if version is not None:
-        conditions.append(W.model_version == version)
-        drift.append(DriftEvaluation.model_version == version)
+        conditions.append(col(W.model_version) == version)
+        drift.append(col(DriftEvaluation.model_version) == version)
     if tag is not None:
         conditions.append(col(W.device_id).in_(select(DeviceTag.device_id).where(DeviceTag.tag == tag)))
     points = _series(session, conditions, drift, start, end, bucket_s)
@@ -146,9 +150,9 @@ def fleet_summary(session: Session, now: datetime, range_s: int, ingest: Mapping
     windows = requests = errors = 0
     latency: list[list[int]] = []
     per_model: dict[tuple[str, int], _Bucket] = defaultdict(_Bucket)
-    for device_id, name, version, count, failed, histogram in session.exec(select(
-            W.device_id, W.model_name, W.model_version, W.requests, W.errors, W.latency_counts).where(
-            W.window_start >= since)):
+    for device_id, name, version, count, failed, histogram in session.execute(sqlalchemy.select(  # six columns
+            col(W.device_id), col(W.model_name), col(W.model_version), col(W.requests), col(W.errors),
+            col(W.latency_counts)).where(col(W.window_start) >= since)).tuples():
         reporting.add(device_id)
         windows += 1
         requests += count
