@@ -11,8 +11,10 @@ them single).
 import logging
 import threading
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy
 from sqlalchemy import Engine, delete
@@ -124,10 +126,12 @@ class Monitor:
         baseline_from = recent_from - timedelta(seconds=self.settings.latency_baseline_s)
         recent: dict[str, _Traffic] = defaultdict(_Traffic)
         baseline: dict[str, _Traffic] = defaultdict(_Traffic)
+        # sqlalchemy.select: five columns are more than sqlmodel's select() has overloads for (and
+        # sqlmodel's Session.execute types its rows as tuples of Any)
         w = TelemetryWindowRecord
-        rows = session.execute(sqlalchemy.select(  # five columns: more than sqlmodel's select() has overloads for
+        rows: Sequence[tuple[Any, ...]] = session.execute(sqlalchemy.select(
             col(w.device_id), col(w.window_start), col(w.requests), col(w.errors), col(w.latency_counts),
-        ).where(col(w.window_start) >= baseline_from, col(w.window_start) <= now)).tuples()
+        ).where(col(w.window_start) >= baseline_from, col(w.window_start) <= now)).all()
         for device_id, start, requests, errors, latency in rows:
             (recent if start >= recent_from else baseline)[device_id].add(requests, errors, latency)
         conditions = []

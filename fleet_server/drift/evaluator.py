@@ -16,6 +16,7 @@ Cohorts: every tag of a device, plus ``*`` (all devices on that model version).
 import logging
 import math
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -108,12 +109,14 @@ class DriftEvaluator:
 
     def _collect(self, session: Session, first: float) -> dict[Subject, dict[int, ProfileCounts]]:
         w = TelemetryWindowRecord
-        statement = sqlalchemy.select(  # eight columns: more than sqlmodel's select() has typed overloads for
+        # sqlalchemy.select: eight columns are more than sqlmodel's select() has overloads for (and
+        # sqlmodel's Session.execute types its rows as tuples of Any)
+        statement = sqlalchemy.select(
             col(w.device_id), col(w.window_start), col(w.model_name), col(w.model_version), col(w.profile_sha256),
             col(w.feature_counts), col(w.feature_missing), col(w.predictions),
         ).where(col(w.window_start) >= from_unix(first), col(w.profile_sha256).is_not(None),
                 col(w.model_name).is_not(None))
-        windows = session.execute(statement).tuples().all()
+        windows: Sequence[tuple[Any, ...]] = session.execute(statement).all()
         tags: dict[str, list[str]] = defaultdict(list)
         device_ids = sorted({window[0] for window in windows})
         for offset in range(0, len(device_ids), 500):

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy
 from sqlalchemy import bindparam, update
@@ -84,14 +85,16 @@ def load(session: Session, rollout: Rollout, now: datetime) -> Loaded:
     assert rollout.id is not None
     phases = list(session.exec(select(RolloutPhase).where(RolloutPhase.rollout_id == rollout.id)
                                .order_by(col(RolloutPhase.index))))
+    # sqlalchemy.select: thirteen columns are more than sqlmodel's select() has overloads for (and
+    # sqlmodel's Session.execute types its rows as tuples of Any)
     rd, target = RolloutDevice, DeploymentTarget
-    rows = session.execute(  # thirteen columns: more than sqlmodel's select() has overloads for
+    rows: Sequence[tuple[Any, ...]] = session.execute(
         sqlalchemy.select(col(rd.device_id), col(rd.position), col(rd.phase), col(rd.status), col(rd.attempts),
                           col(rd.notified_at), col(rd.next_attempt_at), col(rd.rollback_attempts),
                           col(target.state), col(target.reason), col(target.state_reported_at), col(rd.id),
                           col(rd.cohort))
         .outerjoin(target, col(target.id) == rd.target_id)
-        .where(col(rd.rollout_id) == rollout.id)).tuples().all()
+        .where(col(rd.rollout_id) == rollout.id)).all()
     minute_ago = now - timedelta(minutes=1)
     views = [policy.DeviceView(
         device_id=device_id, position=position, phase=phase, status=DeviceStatus(status), attempts=attempts,
