@@ -8,7 +8,7 @@ SIGHUP; see ``edgefleet broker-config``).
 """
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from sqlmodel import Session, col, select
@@ -54,22 +54,22 @@ def renew(session: Session, ca: FleetCA, device_id: str, csr: str, lifetime: tim
     return issued
 
 
-def revoked_serials(session: Session) -> list[tuple[str, object]]:
+def revoked_serials(session: Session) -> list[tuple[str, datetime]]:
     """(serial, revoked at) of every revoked certificate that has not expired yet."""
     rows = session.exec(
         select(DeviceCertificate.serial, DeviceCertificate.revoked_at)
         .where(col(DeviceCertificate.revoked_at).is_not(None), col(DeviceCertificate.not_after) > utcnow())
         .order_by(col(DeviceCertificate.serial))
     ).all()
-    return [(serial, revoked_at) for serial, revoked_at in rows]
+    return [(serial, revoked_at) for serial, revoked_at in rows if revoked_at is not None]  # where() excludes None
 
 
 def crl_pem(session: Session, ca: FleetCA) -> bytes:
-    return ca.build_crl(revoked_serials(session))  # type: ignore[arg-type]
+    return ca.build_crl(revoked_serials(session))
 
 
 def write_crl(session: Session, ca: FleetCA) -> Path:
-    path = ca.write_crl(revoked_serials(session))  # type: ignore[arg-type]
+    path = ca.write_crl(revoked_serials(session))
     logger.info("server event=crl_written path=%s", path)
     return path
 

@@ -137,7 +137,7 @@ def sign_directives(session: Session, keyring: Keyring, release: ReleaseRecord, 
 def _insert_targets(session: Session, rows: list[dict]) -> list[SignedTarget]:
     """Multi-row INSERT ... RETURNING, a chunk per statement (not one ORM object or statement per row);
     in ``rows`` order (ids matched by device id, unique within a deployment: RETURNING has no order)."""
-    table = DeploymentTarget.__table__  # type: ignore[attr-defined]
+    table = DeploymentTarget.__table__  # type: ignore[attr-defined]  # set by the mapping; SQLModel does not declare it
     ids: dict[str, int] = {}
     for offset in range(0, len(rows), LOCK_CHUNK):
         ids.update((device_id, id) for id, device_id in session.execute(

@@ -205,7 +205,7 @@ def version_detail(session: Session, name: str, version: int) -> ModelVersionPub
 def _released_ids(session: Session, version_ids: list[int]) -> set[int]:
     if not version_ids:
         return set()
-    statement = select(ReleaseRecord.model_version_id).where(ReleaseRecord.model_version_id.in_(version_ids))  # type: ignore[attr-defined]
+    statement = select(ReleaseRecord.model_version_id).where(col(ReleaseRecord.model_version_id).in_(version_ids))
     return set(session.exec(statement).all())
 
 

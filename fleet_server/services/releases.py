@@ -6,7 +6,7 @@ import logging
 from datetime import timedelta
 
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from agent.protocol import ArtifactVariant, Compatibility, Release, Role, Runtime, TensorSpec, canonical_bytes
 from agent.protocol.canonical import parse_json
@@ -107,7 +107,7 @@ def get_release(session: Session, name: str, version: int) -> ReleaseRecord:
 
 
 def list_releases(session: Session, name: str | None = None) -> list[ReleaseSummary]:
-    statement = select(ReleaseRecord).order_by(ReleaseRecord.name, ReleaseRecord.version)  # type: ignore[arg-type]
+    statement = select(ReleaseRecord).order_by(col(ReleaseRecord.name), col(ReleaseRecord.version))
     if name is not None:
         statement = statement.where(ReleaseRecord.name == name)
     return [release_summary(record) for record in session.exec(statement).all()]

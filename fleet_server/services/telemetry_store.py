@@ -30,8 +30,8 @@ from fleet_server.services.telemetry_rows import COLUMNS, RowBatch, row_batch
 
 logger = logging.getLogger(__name__)
 
-WINDOWS = TelemetryWindowRecord.__table__  # type: ignore[attr-defined]
-PROFILES = ReferenceProfileRecord.__table__  # type: ignore[attr-defined]
+WINDOWS = TelemetryWindowRecord.__table__  # type: ignore[attr-defined]  # set by the mapping; SQLModel does not declare it
+PROFILES = ReferenceProfileRecord.__table__  # type: ignore[attr-defined]  # set by the mapping; SQLModel does not declare it
 KEY = ["device_id", "window_start", "seq"]
 JSON_COLUMNS = frozenset(column.name for column in WINDOWS.columns if isinstance(column.type, JSON))
 assert set(COLUMNS) == {column.name for column in WINDOWS.columns}, "telemetry_rows.COLUMNS is out of date"
