@@ -8,8 +8,10 @@ fails is retried when the bridge reconnects.
 
 import logging
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import insert, update
 from sqlmodel import Session, col, func, select
@@ -140,8 +142,9 @@ def _insert_targets(session: Session, rows: list[dict]) -> list[SignedTarget]:
     table = DeploymentTarget.__table__  # type: ignore[attr-defined]  # set by the mapping; SQLModel does not declare it
     ids: dict[str, int] = {}
     for offset in range(0, len(rows), LOCK_CHUNK):
-        ids.update((device_id, id) for id, device_id in session.execute(
-            insert(table).returning(table.c.id, table.c.device_id), rows[offset:offset + LOCK_CHUNK]).tuples())
+        returned: Sequence[tuple[Any, ...]] = session.execute(  # sqlmodel's execute: rows of Any
+            insert(table).returning(table.c.id, table.c.device_id), rows[offset:offset + LOCK_CHUNK]).all()
+        ids.update((device_id, id) for id, device_id in returned)
     return [SignedTarget(ids[row["device_id"]], row["device_id"], row["sequence"], row["directive"].encode("utf-8"))
             for row in rows]
 

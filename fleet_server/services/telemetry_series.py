@@ -11,6 +11,7 @@ from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy
 from sqlalchemy import ColumnElement
@@ -78,10 +79,12 @@ def _series(session: Session, conditions: Sequence[ColumnElement[bool]],
             bucket_s: int) -> list[TelemetryPoint]:
     origin = math.floor(start.timestamp() / bucket_s) * bucket_s
     buckets: dict[int, _Bucket] = defaultdict(_Bucket)
-    rows = session.execute(sqlalchemy.select(  # ten columns: more than sqlmodel's select() has typed overloads for
+    # sqlalchemy.select: ten columns are more than sqlmodel's select() has overloads for (and
+    # sqlmodel's Session.execute types its rows as tuples of Any)
+    rows: Sequence[tuple[Any, ...]] = session.execute(sqlalchemy.select(
         col(W.device_id), col(W.window_start), col(W.requests), col(W.errors), col(W.latency_counts),
         col(W.schema_violations), col(W.out_of_range), col(W.evicted), col(W.cpu_percent), col(W.temperature_c),
-    ).where(col(W.window_start) >= start, col(W.window_start) < end, *conditions)).tuples()
+    ).where(col(W.window_start) >= start, col(W.window_start) < end, *conditions)).all()
     for device_id, window_start, requests, errors, latency, violations, out_of_range, evicted, cpu, temp in rows:
         bucket = buckets[int((window_start.timestamp() - origin) // bucket_s)]
         bucket.windows += 1
@@ -150,9 +153,10 @@ def fleet_summary(session: Session, now: datetime, range_s: int, ingest: Mapping
     windows = requests = errors = 0
     latency: list[list[int]] = []
     per_model: dict[tuple[str, int], _Bucket] = defaultdict(_Bucket)
-    for device_id, name, version, count, failed, histogram in session.execute(sqlalchemy.select(  # six columns
-            col(W.device_id), col(W.model_name), col(W.model_version), col(W.requests), col(W.errors),
-            col(W.latency_counts)).where(col(W.window_start) >= since)).tuples():
+    rows: Sequence[tuple[Any, ...]] = session.execute(sqlalchemy.select(  # six columns: as in _series
+        col(W.device_id), col(W.model_name), col(W.model_version), col(W.requests), col(W.errors),
+        col(W.latency_counts)).where(col(W.window_start) >= since)).all()
+    for device_id, name, version, count, failed, histogram in rows:
         reporting.add(device_id)
         windows += 1
         requests += count
