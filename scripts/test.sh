@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the whole test suite: system packages, virtual environments, ruff, pytest, and the agent
+# Runs the whole test suite: system packages, virtual environments, ruff, mypy, pytest, and the agent
 # tests again on the legacy TFLite runtime (numpy < 2). Arguments are passed to pytest; with
 # arguments (a targeted run) the legacy stage is skipped, as it is with EDGEFLEET_SKIP_LEGACY=1.
 set -euo pipefail
@@ -17,6 +17,9 @@ for path in agent fleet_server compression tests bench; do
     [[ -e "$path" ]] && lint_paths+=("$path")  # git keeps no empty directories
 done
 .venv/bin/ruff check "${lint_paths[@]}" || status=1
+
+section "mypy (agent, fleet_server, compression: see [tool.mypy] in pyproject.toml)"
+.venv/bin/mypy || status=1
 
 section "pytest"
 .venv/bin/python -m pytest "$@" || status=1
