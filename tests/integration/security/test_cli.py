@@ -52,6 +52,8 @@ def test_login_tokens_and_roles_from_the_command_line(fleet: SecureFleet, cli, t
 
 def test_audit_export_verifies_offline_and_an_edit_is_caught(fleet: SecureFleet, cli, tmp_path: Path) -> None:
     cli("login", "--server", fleet.server.url, "--token", fleet.server.admin_token)
+    for name in ("audit-a", "audit-b"):  # entries of its own, whichever tests ran before
+        cli("token", "create", name, "--role", "viewer", "--json")
     assert "audit trail intact" in cli("audit", "verify")
     export = tmp_path / "audit.jsonl"
     cli("audit", "export", "--out", str(export))
