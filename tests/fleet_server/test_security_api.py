@@ -174,3 +174,8 @@ def test_every_change_is_in_the_verified_audit_trail_with_its_actor(api: Api) ->
     assert api.get("/audit/verify").json()["ok"] is True
     exported = api.get("/audit/export").text.splitlines()
     assert len(exported) == len(entries) and json.loads(exported[0])["seq"] == 1
+    assert [json.loads(line)["seq"] for line in api.get("/audit/export", params={"after_seq": 2}).text.splitlines()] \
+        == list(range(3, len(entries) + 1))
+    for path in ("/audit", "/audit/export"):  # beyond what the database holds: refused before any answer starts
+        refused = api.get(path, params={"after_seq": 2**63})
+        assert refused.status_code == 422 and "after_seq" in refused.text, refused.text

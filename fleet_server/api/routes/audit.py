@@ -14,11 +14,13 @@ from fleet_server.models.audit import AuditEntryPublic, AuditVerificationPublic
 from fleet_server.services import audit
 
 router = APIRouter(prefix="/audit", tags=["audit"], responses=ERROR_RESPONSES)
+# Checked before the export starts streaming: once it has, an error can no longer be an HTTP error.
+AfterSeq = Annotated[int, Query(ge=0, le=2**63 - 1, description="Entries after this sequence number")]
 
 
 @router.get("", response_model=list[AuditEntryPublic])
 def list_entries(session: SessionDep, _admin: AdminDep,
-                 after_seq: Annotated[int, Query(ge=0)] = 0,
+                 after_seq: AfterSeq = 0,
                  limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                  action: Annotated[str | None, Query(max_length=64)] = None) -> list[AuditEntryPublic]:
     """Entries in chain order after ``after_seq``."""
@@ -34,7 +36,7 @@ def verify_chain(session: SessionDep, _admin: AdminDep) -> AuditVerificationPubl
 @router.get("/export", response_class=StreamingResponse,
             responses={200: {"content": {"application/x-ndjson": {}}, "description": "One entry per line."}})
 def export_entries(runtime: RuntimeDep, _admin: AdminDep,
-                   after_seq: Annotated[int, Query(ge=0)] = 0) -> StreamingResponse:
+                   after_seq: AfterSeq = 0) -> StreamingResponse:
     """Every entry as JSON lines, in chain order (verify offline with ``edgefleet audit verify --file``)."""
 
     def lines() -> Iterator[bytes]:
