@@ -68,9 +68,6 @@ class TelemetryIngestor(BatchWriter[_Message]):
         """Queue one telemetry message (the consumer connection's I/O thread); blocks while the queue is full."""
         self.put(_Message(device_id, payload, ack))
 
-    def process(self, batch: list[_Message]) -> None:
-        self._process(batch)
-
     def _count(self, counts: Counter[str]) -> None:
         with self._stats_lock:
             self.stats.update(counts)
@@ -87,7 +84,7 @@ class TelemetryIngestor(BatchWriter[_Message]):
                     in_flight.append((batch, self._start_decode(batch)))
             if in_flight and (stopping or not batch or len(in_flight) >= depth):
                 batch, decoding = in_flight.popleft()
-                self._handle(batch, partial(self._process, decoding=decoding))
+                self._handle(batch, partial(self.process, decoding=decoding))
 
     def _start_decode(self, batch: list[_Message]) -> "Future[DecodedBatch] | None":
         if self.decode_workers <= 0:
@@ -116,7 +113,8 @@ class TelemetryIngestor(BatchWriter[_Message]):
                 self._reset_pool()
         return decode_batch([(m.device_id, m.payload) for m in batch], self.store.sqlite)
 
-    def _process(self, batch: list[_Message], decoding: "Future[DecodedBatch] | None" = None) -> None:
+    def process(self, batch: list[_Message], decoding: "Future[DecodedBatch] | None" = None) -> None:
+        """Store ``batch`` (decoded by ``decoding`` when a worker has it) and acknowledge its messages."""
         decoded = self._decoded(batch, decoding)
         counts: Counter[str] = Counter()
         for dropped in decoded.dropped:
