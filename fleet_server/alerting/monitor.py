@@ -11,12 +11,9 @@ them single).
 import logging
 import threading
 from collections import defaultdict
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
-import sqlalchemy
 from sqlalchemy import Engine, delete
 from sqlmodel import Session, col, select
 
@@ -31,7 +28,7 @@ from fleet_server.alerting.rules import (
     latency_condition,
     offline_condition,
 )
-from fleet_server.core.db import write_session
+from fleet_server.core.db import column_rows, select_columns, write_session
 from fleet_server.core.types import utcnow
 from fleet_server.drift.evaluator import DriftEvaluator
 from fleet_server.models.device import Device
@@ -126,12 +123,10 @@ class Monitor:
         baseline_from = recent_from - timedelta(seconds=self.settings.latency_baseline_s)
         recent: dict[str, _Traffic] = defaultdict(_Traffic)
         baseline: dict[str, _Traffic] = defaultdict(_Traffic)
-        # sqlalchemy.select: five columns are more than sqlmodel's select() has overloads for (and
-        # sqlmodel's Session.execute types its rows as tuples of Any)
         w = TelemetryWindowRecord
-        rows: Sequence[tuple[Any, ...]] = session.execute(sqlalchemy.select(
-            col(w.device_id), col(w.window_start), col(w.requests), col(w.errors), col(w.latency_counts),
-        ).where(col(w.window_start) >= baseline_from, col(w.window_start) <= now)).all()
+        rows = column_rows(session, select_columns(
+            w.device_id, w.window_start, w.requests, w.errors, w.latency_counts,
+        ).where(col(w.window_start) >= baseline_from, col(w.window_start) <= now))
         for device_id, start, requests, errors, latency in rows:
             (recent if start >= recent_from else baseline)[device_id].add(requests, errors, latency)
         conditions = []

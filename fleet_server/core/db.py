@@ -7,15 +7,15 @@ instead of failing on a stale read snapshot; on PostgreSQL it does nothing
 (row locks and unique constraints handle concurrency there).
 """
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, Select, create_engine, event, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from fleet_server.errors import ConfigurationError
 
@@ -79,3 +79,14 @@ def write_session(engine: Engine) -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+
+
+def select_columns(*columns: Any) -> Select[Any]:
+    """SELECT of model columns, as many as wanted (sqlmodel's ``select()`` has typed overloads for up to
+    four); ``column_rows`` runs it."""
+    return select(*(col(column) for column in columns))
+
+
+def column_rows(session: Session, statement: Select[Any]) -> Sequence[tuple[Any, ...]]:
+    """All rows of a ``select_columns`` statement, as tuples to unpack."""
+    return session.execute(statement).all()

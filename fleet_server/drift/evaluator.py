@@ -16,16 +16,15 @@ Cohorts: every tag of a device, plus ``*`` (all devices on that model version).
 import logging
 import math
 from collections import defaultdict
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import sqlalchemy
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
 from fleet_server.alerting.rules import ALL_DEVICES_TAG, COHORT, DEVICE, Condition
+from fleet_server.core.db import column_rows, select_columns
 from fleet_server.core.types import from_unix, utcnow
 from fleet_server.drift.aggregate import ProfileCounts
 from fleet_server.drift.profiles import load_profile
@@ -109,14 +108,12 @@ class DriftEvaluator:
 
     def _collect(self, session: Session, first: float) -> dict[Subject, dict[int, ProfileCounts]]:
         w = TelemetryWindowRecord
-        # sqlalchemy.select: eight columns are more than sqlmodel's select() has overloads for (and
-        # sqlmodel's Session.execute types its rows as tuples of Any)
-        statement = sqlalchemy.select(
-            col(w.device_id), col(w.window_start), col(w.model_name), col(w.model_version), col(w.profile_sha256),
-            col(w.feature_counts), col(w.feature_missing), col(w.predictions),
+        statement = select_columns(
+            w.device_id, w.window_start, w.model_name, w.model_version, w.profile_sha256, w.feature_counts,
+            w.feature_missing, w.predictions,
         ).where(col(w.window_start) >= from_unix(first), col(w.profile_sha256).is_not(None),
                 col(w.model_name).is_not(None))
-        windows: Sequence[tuple[Any, ...]] = session.execute(statement).all()
+        windows = column_rows(session, statement)
         tags: dict[str, list[str]] = defaultdict(list)
         device_ids = sorted({window[0] for window in windows})
         for offset in range(0, len(device_ids), 500):

@@ -14,9 +14,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
-import sqlalchemy
 from sqlalchemy import bindparam, update
 from sqlmodel import Session, col, select
 
@@ -24,6 +22,7 @@ from agent.protocol import Envelope
 from agent.protocol.errors import NoCompatibleVariantError
 from agent.protocol.metadata import Action, Release
 from agent.protocol.verify import DeviceFacts, choose_variant
+from fleet_server.core.db import column_rows, select_columns
 from fleet_server.keyring import Keyring
 from fleet_server.models.deployment import DeploymentTarget
 from fleet_server.models.device import Device
@@ -85,16 +84,11 @@ def load(session: Session, rollout: Rollout, now: datetime) -> Loaded:
     assert rollout.id is not None
     phases = list(session.exec(select(RolloutPhase).where(RolloutPhase.rollout_id == rollout.id)
                                .order_by(col(RolloutPhase.index))))
-    # sqlalchemy.select: thirteen columns are more than sqlmodel's select() has overloads for (and
-    # sqlmodel's Session.execute types its rows as tuples of Any)
     rd, target = RolloutDevice, DeploymentTarget
-    rows: Sequence[tuple[Any, ...]] = session.execute(
-        sqlalchemy.select(col(rd.device_id), col(rd.position), col(rd.phase), col(rd.status), col(rd.attempts),
-                          col(rd.notified_at), col(rd.next_attempt_at), col(rd.rollback_attempts),
-                          col(target.state), col(target.reason), col(target.state_reported_at), col(rd.id),
-                          col(rd.cohort))
-        .outerjoin(target, col(target.id) == rd.target_id)
-        .where(col(rd.rollout_id) == rollout.id)).all()
+    rows = column_rows(session, select_columns(
+        rd.device_id, rd.position, rd.phase, rd.status, rd.attempts, rd.notified_at, rd.next_attempt_at,
+        rd.rollback_attempts, target.state, target.reason, target.state_reported_at, rd.id, rd.cohort,
+    ).outerjoin(target, col(target.id) == rd.target_id).where(col(rd.rollout_id) == rollout.id))
     minute_ago = now - timedelta(minutes=1)
     views = [policy.DeviceView(
         device_id=device_id, position=position, phase=phase, status=DeviceStatus(status), attempts=attempts,

@@ -2,9 +2,9 @@
 
 from collections import Counter
 
-import sqlalchemy
 from sqlmodel import Session, col, func, select
 
+from fleet_server.core.db import select_columns
 from fleet_server.models.deployment import DeploymentTarget, ReleaseRefPublic
 from fleet_server.models.release import ReleaseRecord
 from fleet_server.models.rollout import Rollout, RolloutDevice, RolloutPhase
@@ -62,13 +62,12 @@ def rollout_public(session: Session, rollout_id: int) -> RolloutPublic:
     rollout = get_rollout(session, rollout_id)
     phases = list(session.exec(select(RolloutPhase).where(RolloutPhase.rollout_id == rollout_id)
                                .order_by(col(RolloutPhase.index))))
-    # plain columns in one joined query: no ORM object per device (the status of a 10,000-device rollout);
-    # sqlalchemy.select, as thirteen columns are more than sqlmodel's select() has overloads for
+    # plain columns in one joined query: no ORM object per device (the status of a 10,000-device rollout)
     rd, target = RolloutDevice, DeploymentTarget
     rows = sorted(session.execute(
-        sqlalchemy.select(col(rd.device_id), col(rd.phase), col(rd.cohort), col(rd.status), col(rd.variant),
-                          col(rd.attempts), col(rd.reason), col(rd.notified_at), col(rd.finished_at),
-                          col(rd.position), col(target.sequence), col(target.deployment_id), col(target.state))
+        select_columns(rd.device_id, rd.phase, rd.cohort, rd.status, rd.variant, rd.attempts, rd.reason,
+                       rd.notified_at, rd.finished_at, rd.position, target.sequence, target.deployment_id,
+                       target.state)
         .outerjoin(target, col(target.id) == rd.target_id)
         .where(col(rd.rollout_id) == rollout_id)).all(),
         key=lambda row: (row.phase if row.phase is not None else 1 << 30, row.position))

@@ -11,14 +11,13 @@ from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
-import sqlalchemy
 from sqlalchemy import ColumnElement
 from sqlmodel import Session, col, func, select
 
 from agent.protocol.telemetry import histogram_quantile
 from fleet_server.alerting.rules import ALL_DEVICES_TAG, COHORT, DEVICE
+from fleet_server.core.db import column_rows, select_columns
 from fleet_server.core.types import from_unix
 from fleet_server.errors import DeviceNotFoundError, InvalidRequestError
 from fleet_server.models.alert import Alert, AlertState
@@ -79,12 +78,10 @@ def _series(session: Session, conditions: Sequence[ColumnElement[bool]],
             bucket_s: int) -> list[TelemetryPoint]:
     origin = math.floor(start.timestamp() / bucket_s) * bucket_s
     buckets: dict[int, _Bucket] = defaultdict(_Bucket)
-    # sqlalchemy.select: ten columns are more than sqlmodel's select() has overloads for (and
-    # sqlmodel's Session.execute types its rows as tuples of Any)
-    rows: Sequence[tuple[Any, ...]] = session.execute(sqlalchemy.select(
-        col(W.device_id), col(W.window_start), col(W.requests), col(W.errors), col(W.latency_counts),
-        col(W.schema_violations), col(W.out_of_range), col(W.evicted), col(W.cpu_percent), col(W.temperature_c),
-    ).where(col(W.window_start) >= start, col(W.window_start) < end, *conditions)).all()
+    rows = column_rows(session, select_columns(
+        W.device_id, W.window_start, W.requests, W.errors, W.latency_counts, W.schema_violations, W.out_of_range,
+        W.evicted, W.cpu_percent, W.temperature_c,
+    ).where(col(W.window_start) >= start, col(W.window_start) < end, *conditions))
     for device_id, window_start, requests, errors, latency, violations, out_of_range, evicted, cpu, temp in rows:
         bucket = buckets[int((window_start.timestamp() - origin) // bucket_s)]
         bucket.windows += 1
@@ -153,9 +150,9 @@ def fleet_summary(session: Session, now: datetime, range_s: int, ingest: Mapping
     windows = requests = errors = 0
     latency: list[list[int]] = []
     per_model: dict[tuple[str, int], _Bucket] = defaultdict(_Bucket)
-    rows: Sequence[tuple[Any, ...]] = session.execute(sqlalchemy.select(  # six columns: as in _series
-        col(W.device_id), col(W.model_name), col(W.model_version), col(W.requests), col(W.errors),
-        col(W.latency_counts)).where(col(W.window_start) >= since)).all()
+    rows = column_rows(session, select_columns(
+        W.device_id, W.model_name, W.model_version, W.requests, W.errors, W.latency_counts,
+    ).where(col(W.window_start) >= since))
     for device_id, name, version, count, failed, histogram in rows:
         reporting.add(device_id)
         windows += 1
