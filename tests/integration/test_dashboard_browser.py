@@ -2,11 +2,12 @@
 real server under uvicorn with real agents on a real Mosquitto: log in, see the
 fleet, open a device, deploy from the UI and watch it finish live, start a staged
 rollout from the UI and watch it complete, see a drift alert raised by the
-agents' telemetry, log out. Screenshots of every page go to tests/artifacts/screenshots."""
+agents' telemetry, log out; and an admin issuing and revoking an API token. Screenshots of every page go to tests/artifacts/screenshots."""
 
 import json
 import re
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -219,3 +220,40 @@ def test_rollout_from_the_ui_completes_and_drift_raises_an_alert(server, client,
         page.click("nav >> text=Overview")
         expect(page.locator("#open-alerts")).not_to_have_text("0")
         screenshot(page, "15-overview")  # docs/dashboard.png (the README's picture) is a copy of this one
+
+
+def whoami(server: LocalServer, token: str) -> int:
+    """The API's status for ``token`` (200: accepted, 401: refused)."""
+    request = urllib.request.Request(f"{server.url}/api/v1/whoami", headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def test_an_admin_issues_and_revokes_an_api_token_in_the_browser(server):
+    with chromium_page(server.url) as page:
+        login(page, server.admin_token)
+        page.click("nav >> text=Tokens")
+        expect(page.get_by_role("heading", name="API tokens")).to_be_visible()
+        page.fill("#token-form input[name=name]", "browser runner")
+        page.select_option("#token-form select[name=role]", "operator")
+        page.click("#token-form button[type=submit]")
+        secret = page.locator("#new-token").inner_text().strip()
+        expect(page.locator("#issued-token")).to_contain_text("not shown again")
+        screenshot(page, "16-token-issued")
+        assert whoami(server, secret) == 200
+
+        row = page.locator("#token-table tr", has_text="browser runner")
+        expect(row).to_have_attribute("data-state", "active")
+        page.once("dialog", lambda dialog: dialog.accept())  # the revoke button asks first
+        row.locator("button", has_text="Revoke").click()
+        expect(page).to_have_url(re.compile(r"/ui/tokens$"))
+        expect(page.locator("#token-table")).not_to_contain_text("browser runner")  # active ones only
+        assert whoami(server, secret) == 401
+        page.select_option("select[name=show]", "all")
+        page.click("form.filters button[type=submit]")
+        expect(page.locator("#token-table tr", has_text="browser runner")).to_have_attribute("data-state", "revoked")
+        expect(page.locator("#new-token")).to_have_count(0)  # the secret was on the issuing answer only
+        screenshot(page, "17-token-revoked")
