@@ -2,7 +2,8 @@
 real server under uvicorn with real agents on a real Mosquitto: log in, see the
 fleet, open a device, deploy from the UI and watch it finish live, start a staged
 rollout from the UI and watch it complete, see a drift alert raised by the
-agents' telemetry, log out; and an admin issuing and revoking an API token. Screenshots of every page go to tests/artifacts/screenshots."""
+agents' telemetry, log out; and an admin issuing and revoking an API token.
+Screenshots of every page go to tests/artifacts/screenshots."""
 
 import json
 import re
